@@ -1,0 +1,46 @@
+# mlplane — the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+UV_VERSION ?= 0.13.9
+BIN := $(VENV)/bin
+# Extras installed for the test suite; `make venv EXTRAS="--extra all --extra dev"` for everything.
+EXTRAS ?= --extra dev
+
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: venv demo test lint schemas check clean bench
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+
+## venv: create or update the virtualenv from the committed lock file (uv.lock)
+venv: $(BIN)/uv
+	$(BIN)/uv sync --frozen --inexact $(EXTRAS)
+
+## demo: bring up a local platform, train + register + deploy the iris model, call it over V2
+demo: venv
+	$(BIN)/python examples/iris/demo.py
+
+## test: create/update the venv, then run the whole test suite
+test: venv
+	$(BIN)/python -m pytest
+
+## lint: ruff over the code
+lint: venv
+	$(BIN)/ruff check platform operators pipelines tests bench examples
+
+## schemas: regenerate the committed JSON Schemas from the spec models
+schemas: venv
+	$(BIN)/python -m mlplane.spec.schema_gen
+
+## check: the pre-commit gate
+check: lint test
+
+## bench: serving benchmark (mlplane endpoint vs bare KServe), writes bench/RESULTS.md
+bench: venv
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf $(VENV) .mlplane .pytest_cache
