@@ -1,0 +1,1 @@
+"""Training and data pipelines that run against an mlplane platform."""

@@ -1,0 +1,327 @@
+"""The ``mlplane`` command line: a thin layer over the spec and the local runtime."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from mlplane import __version__
+from mlplane.runtime.local import control
+from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
+from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
+
+app = typer.Typer(
+    name="mlplane",
+    help="mlplane: one declarative spec for ML platforms and model deployments.\n\n"
+    "The local runtime runs real components (MLflow, KServe V2 model servers) as supervised "
+    "processes on this machine, with state under ./.mlplane (override with --state-dir or "
+    f"${STATE_DIR_ENV}).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(str, enum.Enum):
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
+
+StateDirOpt = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
+                           help="Platform state directory [default: ./.mlplane].")
+OutputOpt = typer.Option(Output.table, "--output", "-o", help="Output format.")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _paths(state_dir: Path | None) -> StatePaths:
+    return StatePaths(resolve_state_dir(state_dir))
+
+
+def _load(file: Path) -> list[Any]:
+    try:
+        return load_file(file)
+    except SpecError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _emit(data: Any, output: Output, table: Table | None = None) -> None:
+    if output is Output.json:
+        out.print_json(json.dumps(data, default=str))
+    elif output is Output.yaml:
+        out.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
+    elif table is not None:
+        out.print(table)
+
+
+def _call(paths: StatePaths, op: str, **fields: Any) -> Any:
+    try:
+        return control.request(paths, op, **fields)
+    except control.ControlError as exc:
+        raise _fail(str(exc), exc.code) from None
+
+
+def _deployments_table(deps: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="Deployments", title_justify="left")
+    for col in ("NAME", "STATUS", "MODEL", "VERSION", "HTTP (V2)", "gRPC (V2)", "RESTARTS"):
+        t.add_column(col)
+    for name, d in deps.items():
+        t.add_row(name, _status(d.get("status", "")), d.get("model", ""), str(d.get("servedVersion") or "-"),
+                  d.get("url", ""), d.get("grpc", ""), str(d.get("restarts", 0)))
+    return t
+
+
+def _status(s: str) -> str:
+    color = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red"}.get(s, "white")
+    return f"[{color}]{s}[/]"
+
+
+# --------------------------------------------------------------------------- commands
+@app.command()
+def version() -> None:
+    """Print the mlplane version."""
+    out.print(f"mlplane {__version__}", highlight=False)
+
+
+@app.command()
+def validate(
+    file: Path = typer.Option(..., "--file", "-f", help="YAML file with one or more documents."),
+    output: Output = OutputOpt,
+) -> None:
+    """Validate a spec file (Platform / ModelDeployment documents) and do nothing else.
+
+    Exits 2 with the file, document, field path, bad value and what is allowed when invalid.
+    """
+    docs = _load(file)
+    if output is not Output.table:
+        _emit([d.to_dict() for d in docs], output)
+        return
+    kinds = ", ".join(f"{d.kind} '{d.metadata.name}'" for d in docs)
+    out.print(f"[green]valid[/]: {file} ({kinds})", highlight=False)
+
+
+@app.command()
+def up(
+    file: Path | None = typer.Option(None, "--file", "-f", help="Platform spec (YAML). Defaults apply without it."),
+    state_dir: Path | None = StateDirOpt,
+    timeout: float = typer.Option(180.0, help="Seconds to wait for every component to be ready."),
+    output: Output = OutputOpt,
+) -> None:
+    """Start the local platform (MLflow tracking server + registry, saved deployments) in the background."""
+    paths = _paths(state_dir)
+    platform = Platform.default()
+    if file is not None:
+        docs = _load(file)
+        platforms = [d for d in docs if isinstance(d, Platform)]
+        if len(platforms) != 1:
+            raise _fail(f"{file}: expected exactly one Platform document, found {len(platforms)}", 2)
+        platform = platforms[0]
+    pid = control.running_supervisor(paths)
+    if pid:
+        raise _fail(f"a platform is already running on {paths.root} (supervisor pid {pid}); "
+                    "run `mlplane down` first or pass another --state-dir")
+    proc = control.start_supervisor(paths, platform)
+    state = _wait_up(paths, proc, timeout)
+    if output is not Output.table:
+        _emit(state, output)
+        return
+    _print_summary(state)
+    out.print("Deploy a model with [bold]mlplane deploy -f deployment.yaml[/]; "
+              "stop everything with [bold]mlplane down[/].")
+
+
+def _wait_up(paths: StatePaths, proc: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
+    with err.status("Starting the platform…") as spinner:
+        while True:
+            state = control.read_state(paths) or {}
+            for name, comp in {**state.get("components", {}), **state.get("deployments", {})}.items():
+                label = f"{name}: {comp.get('status')}"
+                spinner.update(f"Starting {name} ({comp.get('status')})…")
+                if comp.get("status") == "ready" and name not in shown:
+                    shown.add(name)
+                    err.print(f"[green]✓[/] {label}", highlight=False)
+            if state.get("phase") == "running":
+                return state
+            if proc.poll() is not None:
+                why = state.get("error") or f"the supervisor exited with code {proc.returncode}"
+                raise _fail(f"the platform did not start: {why} (log: {paths.log_file('supervisor')})")
+            if time.monotonic() > deadline:
+                control.stop_platform(paths)
+                raise _fail(f"the platform was not ready after {timeout:.0f}s; see {paths.logs}")
+            time.sleep(0.3)
+
+
+def _print_summary(state: dict[str, Any]) -> None:
+    mlflow = state.get("components", {}).get("mlflow")
+    out.print(f"Platform [bold]{state.get('platform')}[/] running from {state.get('stateDir')} "
+              f"(supervisor pid {state.get('supervisor', {}).get('pid')})", highlight=False)
+    tracking = (mlflow or {}).get("url") or state.get("trackingUri")
+    out.print(f"MLflow UI and tracking URI: [bold cyan]{tracking}[/]", highlight=False)
+    if state.get("deployments"):
+        out.print(_deployments_table(state["deployments"]))
+
+
+@app.command()
+def down(state_dir: Path | None = StateDirOpt) -> None:
+    """Stop the platform and every process it started (MLflow workers included)."""
+    paths = _paths(state_dir)
+    was_running = control.running_supervisor(paths)
+    with err.status("Stopping the platform…"):
+        leftovers = control.stop_platform(paths)
+    if leftovers:
+        err.print(f"killed leftover processes: {', '.join(leftovers)}")
+    if was_running or leftovers:
+        out.print(f"Platform on {paths.root} stopped.", highlight=False)
+    else:
+        out.print(f"No platform was running on {paths.root}.", highlight=False)
+
+
+@app.command()
+def status(state_dir: Path | None = StateDirOpt, output: Output = OutputOpt) -> None:
+    """Show the platform's components, deployments, URLs and served versions."""
+    paths = _paths(state_dir)
+    state = control.read_state(paths)
+    if not control.running_supervisor(paths) or state is None:
+        if output is not Output.table:
+            _emit({"phase": "stopped", "stateDir": str(paths.root)}, output)
+        raise _fail(f"no platform is running on {paths.root}; start one with `mlplane up`")
+    if output is not Output.table:
+        _emit(state, output)
+        return
+    _print_summary(state)
+    t = Table(title="Components", title_justify="left")
+    for col in ("NAME", "KIND", "STATUS", "PID", "URL", "RESTARTS"):
+        t.add_column(col)
+    for name, c in state.get("components", {}).items():
+        t.add_row(name, c.get("kind", ""), _status(c.get("status", "")), str(c.get("pid") or "-"),
+                  c.get("url", ""), str(c.get("restarts", 0)))
+    out.print(t)
+    if not state.get("deployments"):
+        out.print("No deployments yet: [bold]mlplane deploy -f deployment.yaml[/]")
+
+
+@app.command()
+def deploy(
+    name: str | None = typer.Argument(None, help="Deployment name (with --model, instead of -f)."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="ModelDeployment spec (YAML)."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="models:/NAME@ALIAS, models:/NAME/VERSION or a storage URI."),
+    runtime: str = typer.Option("kserve", help="Serving runtime."),
+    state_dir: Path | None = StateDirOpt,
+    output: Output = OutputOpt,
+) -> None:
+    """Start or update a model endpoint: `deploy -f deployment.yaml` or `deploy NAME --model URI`.
+
+    Updating the model of a running endpoint swaps it in place with no failed requests.
+    """
+    paths = _paths(state_dir)
+    if file is not None:
+        if name or model:
+            raise _fail("give either -f FILE or NAME --model URI, not both", 2)
+        docs = _load(file)
+        deployments = [d for d in docs if isinstance(d, ModelDeployment)]
+        if not deployments:
+            raise _fail(f"{file}: no ModelDeployment document in it", 2)
+        sources = [(d, str(file)) for d in deployments]
+    elif name and model:
+        text = dump_yaml([{"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment",
+                           "metadata": {"name": name}, "spec": {"model": model, "runtime": runtime}}])
+        try:
+            from mlplane.spec import load_text
+
+            sources = [(load_text(text, source="command line")[0], "command line")]
+        except SpecError as exc:
+            raise _fail(str(exc), 2) from None
+    else:
+        raise _fail("nothing to deploy: pass -f FILE, or NAME and --model URI", 2)
+    results = []
+    for dep, source in sources:
+        with err.status(f"Deploying {dep.metadata.name} ({dep.spec.model})…"):
+            results.append(_call(paths, "deploy", yaml=dump_yaml([dep]), source=source))
+    if output is not Output.table:
+        _emit(results, output)
+        return
+    out.print(_deployments_table({r["name"]: r for r in results}))
+
+
+@app.command()
+def undeploy(name: str = typer.Argument(..., help="Deployment name."),
+             state_dir: Path | None = StateDirOpt) -> None:
+    """Stop a model endpoint and forget it."""
+    _call(_paths(state_dir), "undeploy", name=name)
+    out.print(f"Deployment {name} removed.", highlight=False)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Deployment name."),
+    to_version: str = typer.Option(..., "--version", help="Registry version to serve."),
+    state_dir: Path | None = StateDirOpt,
+    output: Output = OutputOpt,
+) -> None:
+    """Serve another registry version: moves the deployment's MLflow alias (or pins the version),
+    loads the new version next to the old one, switches, then drops the old one — no failed requests.
+    """
+    if not to_version.isdigit() or int(to_version) < 1:
+        raise _fail(f"--version: got {to_version!r}; expected a positive integer registry version", 2)
+    with err.status(f"Promoting {name} to version {to_version}…"):
+        result = _call(_paths(state_dir), "promote", name=name, version=to_version)
+    if output is not Output.table:
+        _emit(result, output)
+        return
+    out.print(f"{name}: version {result.get('previousVersion')} → {result.get('servedVersion')} "
+              f"({result.get('model')})", highlight=False)
+
+
+@app.command()
+def logs(
+    component: str = typer.Argument("supervisor", help="mlflow, supervisor, or a deployment name."),
+    lines: int = typer.Option(50, "--tail", "-n", help="Lines to show from the end."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    state_dir: Path | None = StateDirOpt,
+) -> None:
+    """Show a component's log."""
+    paths = _paths(state_dir)
+    path = paths.log_file(component)
+    if not path.exists():
+        known = sorted(p.stem for p in paths.logs.glob("*.log")) if paths.logs.exists() else []
+        raise _fail(f"no log for '{component}' in {paths.logs} (known: {', '.join(known) or 'none'})")
+    with path.open("r", errors="replace") as f:
+        for line in f.readlines()[-lines:]:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        while follow:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The MLflow model registry as mlplane uses it: resolve references, move aliases."""
+
+from __future__ import annotations
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlplane.runtime.local.plan import ResolvedModel
+from mlplane.spec import ModelRef
+
+
+class RegistryError(Exception):
+    """The registry said no: unknown model, alias or version. The message says which."""
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
+    """Pin a reference to the registry version it points at now (storage URIs pass through)."""
+    if ref.kind == "uri":
+        return ResolvedModel(reference=ref.uri, uri=ref.uri, version="")
+    client = _client(tracking_uri)
+    try:
+        if ref.kind == "alias":
+            mv = client.get_model_version_by_alias(ref.name, ref.alias)
+        else:
+            mv = client.get_model_version(ref.name, str(ref.version))
+    except MlflowException as exc:
+        raise RegistryError(_describe(ref, exc)) from None
+    return ResolvedModel(reference=ref.uri, uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """Point ``name@alias`` at ``version``; the version must exist."""
+    client = _client(tracking_uri)
+    try:
+        client.get_model_version(name, version)
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot move models:/{name}@{alias} to version {version}: "
+                            f"{_short(exc)}") from None
+
+
+def _describe(ref: ModelRef, exc: MlflowException) -> str:
+    what = f"alias '{ref.alias}'" if ref.kind == "alias" else f"version {ref.version}"
+    return f"{ref.uri}: registered model '{ref.name}' has no {what} ({_short(exc)})"
+
+
+def _short(exc: MlflowException) -> str:
+    return str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]

@@ -1,0 +1,1 @@
+"""Runtimes that execute the mlplane spec: ``local`` (supervised processes on one machine)."""

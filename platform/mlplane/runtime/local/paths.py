@@ -1,0 +1,67 @@
+"""Where the local runtime keeps its state: ``.mlplane/`` of the working directory by default."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR_ENV = "MLPLANE_STATE_DIR"
+DEFAULT_STATE_DIR = ".mlplane"
+# AF_UNIX paths are limited to 108 bytes on Linux; keep a margin.
+_MAX_SOCKET_PATH = 100
+
+
+def resolve_state_dir(flag: str | os.PathLike[str] | None = None) -> Path:
+    """The state dir: the ``--state-dir`` flag, else ``$MLPLANE_STATE_DIR``, else ``./.mlplane``."""
+    raw = flag or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+    return Path(raw).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Every file the local runtime writes, derived from one state dir."""
+
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "supervisor.lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def deployments(self) -> Path:
+        """Desired deployments, one YAML file each: restored by the next ``mlplane up``."""
+        return self.root / "deployments"
+
+    @property
+    def platform_file(self) -> Path:
+        return self.root / "platform.yaml"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def socket(self) -> Path:
+        path = self.root / "supervisor.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"mlplane-{digest}.sock"
+
+    def log_file(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+    def ensure(self) -> None:
+        for d in (self.root, self.logs, self.deployments, self.mlflow_dir):
+            d.mkdir(parents=True, exist_ok=True)

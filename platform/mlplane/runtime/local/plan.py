@@ -1,0 +1,120 @@
+"""Pure planning: spec in, process specs out. Nothing here starts a process or opens a socket.
+
+The supervisor (the thin executor) turns a :class:`ProcessSpec` into a running, supervised process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlplane.runtime.local.paths import StatePaths
+
+MLFLOW_COMPONENT = "mlflow"
+RESERVED_NAMES = frozenset({MLFLOW_COMPONENT, "supervisor"})
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run one component: command, environment, log file and readiness probe."""
+
+    name: str
+    kind: str
+    argv: tuple[str, ...]
+    log: Path
+    ready_url: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference pinned to what it points at right now."""
+
+    reference: str  # what the user wrote, e.g. models:/iris@champion
+    uri: str  # what the server loads, e.g. models:/iris/3
+    version: str  # "3", or "" for a plain storage URI
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    http_port: int
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {"PYTHONUNBUFFERED": "1"}
+    env.update(extra)
+    return env
+
+
+def mlflow_process(paths: StatePaths, host: str, port: int, backend_store_uri: str | None = None,
+                   artifacts_destination: str | None = None) -> ProcessSpec:
+    """MLflow tracking server + model registry on a sqlite backend with a local artifact store."""
+    backend = backend_store_uri or f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}"
+    artifacts = artifacts_destination or str(paths.mlflow_dir / "artifacts")
+    argv = (
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", artifacts,
+        "--host", host,
+        "--port", str(port),
+        "--workers", "2",
+    )
+    env = _child_env({
+        # Without this MLflow forks job-runner workers that outlive the server.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    })
+    return ProcessSpec(
+        name=MLFLOW_COMPONENT,
+        kind="mlflow",
+        argv=argv,
+        env=env,
+        log=paths.log_file(MLFLOW_COMPONENT),
+        ready_url=f"http://{host}:{port}/health",
+        ready_timeout_s=120.0,
+    )
+
+
+def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint: Endpoint,
+                   tracking_uri: str, max_request_bytes: int, grace_period_s: int) -> ProcessSpec:
+    """A KServe V2 model server (HTTP + gRPC) loading one MLflow pyfunc model."""
+    argv = (
+        sys.executable, "-m", "mlplane.serving",
+        "--name", name,
+        "--model-uri", model.uri,
+        "--model-version", model.version,
+        "--host", endpoint.host,
+        "--http-port", str(endpoint.http_port),
+        "--grpc-port", str(endpoint.grpc_port),
+        "--max-request-bytes", str(max_request_bytes),
+        "--grace-period", str(grace_period_s),
+    )
+    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri})
+    return ProcessSpec(
+        name=name,
+        kind="model-server",
+        argv=argv,
+        env=env,
+        log=paths.log_file(name),
+        ready_url=f"{endpoint.url}/v2/models/{name}/ready",
+    )
+
+
+def process_environment(spec: ProcessSpec) -> dict[str, str]:
+    """The full environment of a child: ours, minus anything pointing at another MLflow."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(spec.env)
+    return env

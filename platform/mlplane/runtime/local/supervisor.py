@@ -1,0 +1,487 @@
+"""The local supervisor: a daemon that runs the platform's components as supervised processes.
+
+One supervisor per state dir (an exclusive ``flock`` on ``supervisor.lock``). It starts MLflow,
+restores the deployments saved in the state dir, restarts crashed components with exponential
+backoff, follows registry aliases, writes ``state.json`` for ``mlplane status``/``logs`` from any
+shell, and answers the CLI on a Unix socket (one JSON request and one JSON reply per connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlplane.runtime.local import process
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import (
+    MLFLOW_COMPONENT,
+    RESERVED_NAMES,
+    Endpoint,
+    ProcessSpec,
+    ResolvedModel,
+    kserve_process,
+    mlflow_process,
+)
+from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
+
+log = logging.getLogger("mlplane.supervisor")
+
+STATE_FORMAT = 1
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTHY_RESET_S = 60.0
+MONITOR_INTERVAL_S = 0.5
+ALIAS_SYNC_INTERVAL_S = 10.0
+
+
+class OperationError(Exception):
+    """A request the supervisor refuses or could not carry out; the message goes to the user."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Component:
+    """One supervised process and what the CLI needs to know about it."""
+
+    spec: ProcessSpec
+    proc: subprocess.Popen[bytes] | None = None
+    status: str = "pending"  # pending, starting, ready, restarting, failed, stopped
+    restarts: int = 0
+    backoff_s: float = BACKOFF_INITIAL_S
+    restart_at: float = 0.0
+    ready_since: float = 0.0
+    error: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        pid = self.proc.pid if self.proc else None
+        return {
+            "kind": self.spec.kind,
+            "status": self.status,
+            "pid": pid,
+            "createTime": process.process_identity(pid) if pid else None,
+            "restarts": self.restarts,
+            "log": str(self.spec.log),
+            "error": self.error or None,
+            **self.info,
+        }
+
+
+@dataclass
+class Deployment:
+    spec: ModelDeployment
+    resolved: ResolvedModel
+    endpoint: Endpoint
+    component: Component
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def refresh_info(self) -> None:
+        self.component.info.update({
+            "runtime": self.spec.spec.runtime,
+            "model": self.spec.spec.model,
+            "modelUri": self.resolved.uri,
+            "servedVersion": self.resolved.version or None,
+            "url": self.endpoint.url,
+            "grpc": self.endpoint.grpc,
+        })
+
+
+class Supervisor:
+    def __init__(self, paths: StatePaths, platform: Platform):
+        self.paths = paths
+        self.platform = platform
+        self.host = platform.spec.serving.host
+        self.components: dict[str, Component] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.tracking_uri = ""
+        self.started_at = time.time()
+        self._stopping = asyncio.Event()
+        self._http = httpx.AsyncClient()
+        self._lock_fd: int | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def acquire_lock(self) -> None:
+        self.paths.ensure()
+        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OperationError(f"a platform is already running on {self.paths.root}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        server = await asyncio.start_unix_server(self._handle, path=str(self.paths.socket))
+        os.chmod(self.paths.socket, 0o600)
+        self.write_state("starting")
+        try:
+            try:
+                await self._start_platform()
+            except OperationError as exc:
+                self._error = str(exc)
+                raise
+            await self._restore_deployments()
+            self.write_state("running")
+            monitor = asyncio.create_task(self._monitor())
+            await self._stopping.wait()
+            monitor.cancel()
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            await self._shutdown()
+
+    async def _start_platform(self) -> None:
+        tracking = self.platform.spec.tracking
+        if tracking.mode == "external":
+            self.tracking_uri = str(tracking.uri)
+            return
+        port = tracking.port or process.free_port(self.host)
+        spec = mlflow_process(self.paths, self.host, port, tracking.backend_store_uri,
+                              tracking.artifacts_destination)
+        comp = Component(spec=spec, info={"url": f"http://{self.host}:{port}"})
+        self.components[MLFLOW_COMPONENT] = comp
+        self.tracking_uri = f"http://{self.host}:{port}"
+        await self._start(comp)
+        if comp.status != "ready":
+            raise OperationError(f"MLflow did not start: {comp.error}")
+
+    async def _restore_deployments(self) -> None:
+        for file in sorted(self.paths.deployments.glob("*.yaml")):
+            try:
+                (dep,) = load_file(file)
+                assert isinstance(dep, ModelDeployment)
+                await self.deploy(dep, persist=False)
+            except (SpecError, OperationError, ValueError, AssertionError) as exc:
+                log.error("could not restore deployment from %s: %s", file, exc)
+
+    async def _shutdown(self) -> None:
+        self.write_state("stopping")
+        names = list(self.deployments) + [n for n in self.components if n not in self.deployments]
+        for name in names:
+            comp = self.components.get(name)
+            if comp is not None:
+                await asyncio.to_thread(self._stop_component, comp)
+        self.write_state("failed" if getattr(self, "_error", None) else "stopped")
+        await self._http.aclose()
+
+    # ----------------------------------------------------------------- processes
+    async def _start(self, comp: Component) -> None:
+        comp.status = "starting"
+        comp.error = ""
+        comp.proc = process.spawn(comp.spec)
+        self.write_state()
+        deadline = time.monotonic() + comp.spec.ready_timeout_s
+        while time.monotonic() < deadline:
+            if comp.proc.poll() is not None:
+                comp.status = "failed"
+                comp.error = f"exited with code {comp.proc.returncode}; see {comp.spec.log}"
+                self.write_state()
+                return
+            if await process.probe(self._http, comp.spec.ready_url):
+                comp.status = "ready"
+                comp.ready_since = time.monotonic()
+                self.write_state()
+                return
+            await asyncio.sleep(0.2)
+        comp.status = "failed"
+        comp.error = f"not ready after {comp.spec.ready_timeout_s:.0f}s; see {comp.spec.log}"
+        await asyncio.to_thread(self._stop_component, comp, "failed")
+        self.write_state()
+
+    def _stop_component(self, comp: Component, status: str = "stopped") -> None:
+        if comp.proc is not None:
+            grace = float(self.platform.spec.serving.grace_period_seconds)
+            process.stop_tree(comp.proc.pid, grace_s=grace)
+        comp.status = status
+
+    async def _monitor(self) -> None:
+        next_sync = time.monotonic() + ALIAS_SYNC_INTERVAL_S
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+            now = time.monotonic()
+            for name, comp in list(self.components.items()):
+                await self._supervise(name, comp, now)
+            if now >= next_sync:
+                next_sync = now + ALIAS_SYNC_INTERVAL_S
+                await self._sync_aliases()
+
+    async def _supervise(self, name: str, comp: Component, now: float) -> None:
+        if comp.status == "ready" and comp.proc is not None and comp.proc.poll() is not None:
+            code = comp.proc.returncode
+            log.warning("%s exited with code %s; restarting in %.0fs", name, code, comp.backoff_s)
+            comp.status = "restarting"
+            comp.error = f"exited with code {code}"
+            comp.restart_at = now + comp.backoff_s
+            comp.backoff_s = min(comp.backoff_s * 2, BACKOFF_MAX_S)
+            self.write_state()
+        elif comp.status == "restarting" and now >= comp.restart_at:
+            dep = self.deployments.get(name)
+            async with dep.lock if dep else contextlib.nullcontext():
+                if dep is not None:  # restart on what the deployment serves now
+                    comp.spec = self._model_process(dep.spec, dep.resolved, dep.endpoint)
+                comp.restarts += 1
+                await self._start(comp)
+            if comp.status != "ready":
+                comp.status = "restarting"
+                comp.restart_at = time.monotonic() + comp.backoff_s
+                comp.backoff_s = min(comp.backoff_s * 2, BACKOFF_MAX_S)
+                self.write_state()
+        elif comp.status == "ready" and now - comp.ready_since > HEALTHY_RESET_S:
+            comp.backoff_s = BACKOFF_INITIAL_S
+
+    async def _sync_aliases(self) -> None:
+        """Level-based: a deployment on ``models:/name@alias`` follows the alias wherever it moves."""
+        for dep in list(self.deployments.values()):
+            if dep.spec.model_ref.kind != "alias" or dep.component.status != "ready":
+                continue
+            try:
+                resolved = await self._resolve(dep.spec)
+                if resolved.uri != dep.resolved.uri:
+                    log.info("%s: alias moved to version %s", dep.spec.metadata.name, resolved.version)
+                    async with dep.lock:
+                        await self._swap(dep, resolved)
+            except OperationError as exc:
+                log.warning("alias sync for %s: %s", dep.spec.metadata.name, exc)
+
+    # ----------------------------------------------------------------- deployments
+    def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+        serving = self.platform.spec.serving
+        return kserve_process(self.paths, dep.metadata.name, resolved, endpoint, self.tracking_uri,
+                              serving.max_request_bytes, serving.grace_period_seconds)
+
+    async def _resolve(self, dep: ModelDeployment) -> ResolvedModel:
+        from mlplane import registry
+
+        try:
+            return await asyncio.to_thread(registry.resolve, self.tracking_uri, dep.model_ref)
+        except registry.RegistryError as exc:
+            raise OperationError(str(exc)) from None
+        except Exception as exc:  # the registry itself is unreachable or broken
+            raise OperationError(f"MLflow at {self.tracking_uri} did not answer: {exc}") from None
+
+    async def deploy(self, dep: ModelDeployment, persist: bool = True) -> dict[str, Any]:
+        name = dep.metadata.name
+        if name in RESERVED_NAMES:
+            raise OperationError(f"metadata.name: '{name}' is reserved; choose another name", code=2)
+        if dep.spec.runtime != "kserve":
+            raise OperationError(
+                f"spec.runtime: '{dep.spec.runtime}' is not available in the local runtime yet; "
+                "use 'kserve'", code=2)
+        resolved = await self._resolve(dep)
+        current = self.deployments.get(name)
+        if current is not None and current.component.status in ("ready", "restarting", "starting"):
+            async with current.lock:
+                current.spec = dep
+                if resolved.uri != current.resolved.uri:
+                    await self._swap(current, resolved)
+                current.refresh_info()
+        else:
+            if current is not None:
+                await asyncio.to_thread(self._stop_component, current.component)
+            endpoint = Endpoint(self.host, process.free_port(self.host), process.free_port(self.host))
+            comp = Component(spec=self._model_process(dep, resolved, endpoint))
+            current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp)
+            current.refresh_info()
+            self.components[name] = comp
+            self.deployments[name] = current
+            async with current.lock:
+                await self._start(comp)
+            if comp.status != "ready":
+                del self.components[name], self.deployments[name]
+                self.write_state()
+                raise OperationError(f"model server for '{name}' did not start: {comp.error}\n"
+                                     + _tail(comp.spec.log))
+        if persist:
+            (self.paths.deployments / f"{name}.yaml").write_text(dump_yaml([dep]))
+        self.write_state()
+        return self._describe(current)
+
+    async def _swap(self, dep: Deployment, resolved: ResolvedModel) -> None:
+        """Load ``resolved`` next to the served model inside the server, then switch atomically.
+
+        The server keeps answering on the old model until the new one is loaded and warmed up;
+        in-flight requests finish on the old one. No proxy, no second listener, no failed request.
+        """
+        name = dep.spec.metadata.name
+        url = f"{dep.endpoint.url}/v2/repository/models/{name}/load"
+        body = {"parameters": {"model_uri": resolved.uri, "model_version": resolved.version}}
+        try:
+            r = await self._http.post(url, json=body, timeout=600.0)
+        except httpx.HTTPError as exc:
+            raise OperationError(f"model server for '{name}' did not answer the load: {exc}") from None
+        if r.status_code != 200:
+            raise OperationError(f"model server for '{name}' refused version {resolved.version}: "
+                                 f"{_error_text(r)}; still serving version {dep.resolved.version}")
+        dep.resolved = resolved
+        dep.component.spec = self._model_process(dep.spec, resolved, dep.endpoint)
+        dep.refresh_info()
+        self.write_state()
+
+    async def promote(self, name: str, version: str) -> dict[str, Any]:
+        from mlplane import registry
+
+        dep = self._get(name)
+        ref = dep.spec.model_ref
+        before = dep.resolved.version
+        if ref.kind == "uri":
+            raise OperationError(f"'{name}' serves a storage URI ({ref.uri}); promote needs a "
+                                 "registry model (models:/NAME@ALIAS or models:/NAME/VERSION)", code=2)
+        if ref.kind == "alias":
+            try:
+                await asyncio.to_thread(registry.set_alias, self.tracking_uri, ref.name, ref.alias, version)
+            except registry.RegistryError as exc:
+                raise OperationError(str(exc)) from None
+            new_spec = dep.spec
+        else:
+            new_spec = dep.spec.model_copy(deep=True)
+            new_spec.spec.model = f"models:/{ref.name}/{version}"
+        result = await self.deploy(new_spec)
+        result["previousVersion"] = before
+        return result
+
+    async def undeploy(self, name: str) -> dict[str, Any]:
+        dep = self._get(name)
+        async with dep.lock:
+            await asyncio.to_thread(self._stop_component, dep.component)
+            del self.deployments[name], self.components[name]
+        with contextlib.suppress(FileNotFoundError):
+            (self.paths.deployments / f"{name}.yaml").unlink()
+        self.write_state()
+        return {"name": name, "status": "removed"}
+
+    def _get(self, name: str) -> Deployment:
+        if name not in self.deployments:
+            known = ", ".join(sorted(self.deployments)) or "none"
+            raise OperationError(f"no deployment named '{name}' (deployed: {known})")
+        return self.deployments[name]
+
+    def _describe(self, dep: Deployment) -> dict[str, Any]:
+        return {"name": dep.spec.metadata.name, **dep.component.to_state()}
+
+    # ----------------------------------------------------------------- state and control
+    def write_state(self, phase: str | None = None) -> None:
+        if phase:
+            self._phase = phase
+        state = {
+            "format": STATE_FORMAT,
+            "phase": getattr(self, "_phase", "starting"),
+            "stateDir": str(self.paths.root),
+            "platform": self.platform.metadata.name,
+            "error": getattr(self, "_error", None),
+            "trackingUri": self.tracking_uri,
+            "supervisor": {
+                "pid": os.getpid(),
+                "createTime": process.process_identity(os.getpid()),
+                "socket": str(self.paths.socket),
+                "startedAt": self.started_at,
+                "log": str(self.paths.log_file("supervisor")),
+            },
+            "components": {n: c.to_state() for n, c in self.components.items() if n not in self.deployments},
+            "deployments": {n: self._describe(d) for n, d in self.deployments.items()},
+        }
+        tmp = self.paths.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.paths.state_file)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline())
+            reply: dict[str, Any] = {"ok": True, "result": await self._dispatch(request)}
+        except OperationError as exc:
+            reply = {"ok": False, "error": str(exc), "code": exc.code}
+        except SpecError as exc:
+            reply = {"ok": False, "error": str(exc), "code": 2}
+        except Exception as exc:  # never let one bad request take the supervisor down
+            log.exception("request failed")
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "code": 1}
+        with contextlib.suppress(ConnectionError):
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+    async def _dispatch(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "deploy":
+            from mlplane.spec import load_text
+
+            (dep,) = load_text(request["yaml"], source=request.get("source", "<request>"))
+            if not isinstance(dep, ModelDeployment):
+                raise OperationError(f"expected a ModelDeployment, got {dep.kind}", code=2)
+            return await self.deploy(dep)
+        if op == "undeploy":
+            return await self.undeploy(request["name"])
+        if op == "promote":
+            return await self.promote(request["name"], str(request["version"]))
+        if op == "shutdown":
+            self._stopping.set()
+            return {"stopping": True}
+        raise OperationError(f"unknown operation {op!r}")
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return str(body.get("error") or body.get("detail") or body)
+    except ValueError:
+        return r.text[:300]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return ""
+    return "last log lines:\n" + "\n".join("  " + line for line in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlplane-supervisor", description=__doc__)
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    paths = StatePaths(Path(args.state_dir))
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = Platform.default()
+    if paths.platform_file.exists():
+        (platform,) = load_file(paths.platform_file)
+    sup = Supervisor(paths, platform)
+    try:
+        sup.acquire_lock()
+    except OperationError as exc:
+        log.error("%s", exc)
+        return 3
+    try:
+        asyncio.run(sup.run())
+    except OperationError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Shared building blocks: the base model, metadata, status and constrained string types."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "mlplane.io/v1alpha1"
+
+Runtime = Literal["kserve", "triton", "ray"]
+
+_DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_RULE = (
+    "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, "
+    "starting and ending with a letter or digit (e.g. 'iris-classifier')"
+)
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase in YAML, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        protected_namespaces=(),
+        validate_default=False,
+    )
+
+
+def _check_dns_label(value: str) -> str:
+    if len(value) > 63 or not re.match(_DNS1123_LABEL, value):
+        raise ValueError(_DNS_RULE)
+    return value
+
+
+DnsLabel = Annotated[
+    str,
+    AfterValidator(_check_dns_label),
+    WithJsonSchema({"type": "string", "pattern": _DNS1123_LABEL, "maxLength": 63}),
+]
+
+# Kubernetes resource quantities: a non-negative decimal number with an optional SI or binary suffix.
+_QUANTITY = r"^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+QUANTITY_RULE = (
+    "must be a Kubernetes quantity: a number with an optional suffix, e.g. '500m', '2', '0.5' for cpu "
+    "or '512Mi', '2Gi', '1G' for memory (suffixes: m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei)"
+)
+
+
+def _number_to_str(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return format(value, "g") if isinstance(value, float) else str(value)
+    return value
+
+
+def _check_quantity(value: str) -> str:
+    if not re.match(_QUANTITY, value):
+        raise ValueError(QUANTITY_RULE)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_to_str),
+    AfterValidator(_check_quantity),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": _QUANTITY}, {"type": "number", "minimum": 0}]}),
+]
+
+
+class Metadata(SpecModel):
+    """Kubernetes-style object metadata."""
+
+    name: DnsLabel = Field(description="Object name; a DNS-1123 label (lowercase, digits, '-', ≤ 63 chars).")
+    namespace: DnsLabel | None = Field(
+        default=None, description="Kubernetes namespace; unset means the current or default namespace."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels copied onto created objects.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Free-form annotations.")
+
+
+class Condition(SpecModel):
+    """One observed condition, as in Kubernetes `status.conditions`."""
+
+    type: str = Field(description="Condition type, e.g. 'Ready'.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str | None = Field(default=None, description="CamelCase machine-readable reason.")
+    message: str | None = Field(default=None, description="Human-readable details.")
+    last_transition_time: str | None = Field(
+        default=None, description="RFC 3339 time the status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed from."
+    )
+
+
+class Status(SpecModel):
+    """Observed state, written by runtimes; never required in input."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation last acted upon by the runtime."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Observed conditions.")
