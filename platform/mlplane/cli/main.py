@@ -17,7 +17,7 @@ from rich.table import Table
 from mlplane import __version__
 from mlplane.runtime.local import control
 from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
-from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
+from mlplane.spec import API_VERSION, ModelDeployment, Platform, SpecError, dump_yaml, load_dict, load_file
 
 app = typer.Typer(
     name="mlplane",
@@ -33,7 +33,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     table = "table"
     yaml = "yaml"
     json = "json"
@@ -241,12 +241,10 @@ def deploy(
             raise _fail(f"{file}: no ModelDeployment document in it", 2)
         sources = [(d, str(file)) for d in deployments]
     elif name and model:
-        text = dump_yaml([{"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment",
-                           "metadata": {"name": name}, "spec": {"model": model, "runtime": runtime}}])
+        data = {"apiVersion": API_VERSION, "kind": "ModelDeployment",
+                "metadata": {"name": name}, "spec": {"model": model, "runtime": runtime}}
         try:
-            from mlplane.spec import load_text
-
-            sources = [(load_text(text, source="command line")[0], "command line")]
+            sources = [(load_dict(data, source="command line"), "command line")]
         except SpecError as exc:
             raise _fail(str(exc), 2) from None
     else:

@@ -102,7 +102,7 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         "--max-request-bytes", str(max_request_bytes),
         "--grace-period", str(grace_period_s),
     )
-    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri})
+    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri})
     return ProcessSpec(
         name=name,
         kind="model-server",
@@ -113,8 +113,15 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
     )
 
 
+# MLflow settings from the caller's shell that would point a child at another server or run.
+_FOREIGN_MLFLOW_VARS = frozenset({
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+})
+
+
 def process_environment(spec: ProcessSpec) -> dict[str, str]:
     """The full environment of a child: ours, minus anything pointing at another MLflow."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_MLFLOW_VARS}
     env.update(spec.env)
     return env

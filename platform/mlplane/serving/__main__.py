@@ -1,0 +1,20 @@
+"""``python -m mlplane.serving --name NAME --model-uri URI --http-port P --grpc-port Q [...]``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .settings import parse_args
+
+    settings = parse_args(sys.argv[1:] if argv is None else argv)
+    # kserve parses sys.argv when it is imported: hand it nothing of ours.
+    sys.argv = sys.argv[:1]
+    from .server import serve
+
+    serve(settings)
+
+
+if __name__ == "__main__":
+    main()

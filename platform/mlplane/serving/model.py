@@ -1,0 +1,158 @@
+"""A kserve ``Model`` that serves one version of an MLflow pyfunc model over the V2 protocol."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import mlflow.pyfunc
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InferenceError, InvalidInput
+
+from .signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta, example_input
+
+__all__ = ["PLATFORM", "ModelLoadError", "ModelSourceError", "PyfuncModel", "version_from_uri"]
+
+PLATFORM = "mlflow_pyfunc"
+
+log = logging.getLogger("mlplane.serving")
+
+
+class ModelLoadError(InferenceError):
+    """Loading or warming up a model version failed (HTTP 500; the served version is unchanged)."""
+
+
+class ModelSourceError(InvalidInput):
+    """The model URI points at nothing loadable (HTTP 400; the served version is unchanged)."""
+
+
+_SOURCE_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+def version_from_uri(model_uri: str) -> str | None:
+    """``models:/iris/3`` -> ``"3"``, ``models:/iris@champion`` -> ``"champion"``, else ``None``."""
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        return rest.rsplit("@", 1)[1] or None
+    parts = rest.split("/")
+    return parts[1] if len(parts) == 2 and parts[1] else None
+
+
+class PyfuncModel(Model):
+    """One loaded MLflow pyfunc version. Immutable once loaded: a version swap builds a new object
+    and replaces it in the repository, so in-flight requests finish on the object they started with.
+    """
+
+    def __init__(self, name: str, model_uri: str, version: str) -> None:
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.version = version
+        self.platform = PLATFORM
+        self._pyfunc: Any = None
+        self._decoder: RequestDecoder | None = None
+        self._encoder: ResponseEncoder | None = None
+        self._input_types: list[dict[str, Any]] = []
+        self._output_types: list[dict[str, Any]] = []
+
+    # -- loading (runs off the event loop for swaps) -------------------------------------------
+    def load(self) -> bool:
+        started = time.monotonic()
+        try:
+            pyfunc = mlflow.pyfunc.load_model(self.model_uri)
+        except Exception as exc:
+            message = (
+                f"could not load model {self.name!r} version {self.version} from {self.model_uri!r}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if isinstance(exc, OSError) or getattr(exc, "error_code", None) in _SOURCE_ERROR_CODES:
+                raise ModelSourceError(message + " (check the model URI and MLFLOW_TRACKING_URI)") from exc
+            raise ModelLoadError(message) from exc
+        self._pyfunc = pyfunc
+        metadata = pyfunc.metadata
+        self._decoder = RequestDecoder(metadata.get_input_schema())
+        self._encoder = ResponseEncoder(metadata.get_output_schema())
+        self._input_types = [t.to_dict() for t in self._decoder.inputs]
+        self._output_types = [t.to_dict() for t in self._encoder.outputs]
+        self._warm_up(metadata)
+        self.ready = True
+        log.info(
+            "loaded model %s version %s from %s in %.2fs",
+            self.name,
+            self.version,
+            self.model_uri,
+            time.monotonic() - started,
+        )
+        return True
+
+    def _warm_up(self, metadata: Any) -> None:
+        """One predict before taking traffic: the model's own input example must work; a synthetic
+        row built from the signature only warns if it fails (it may not be a valid value)."""
+        example = getattr(self._pyfunc, "input_example", None)
+        if example is not None:
+            try:
+                outputs = self._encoder.encode(self._pyfunc.predict(example))  # type: ignore[union-attr]
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"warm-up predict on the input example of {self.model_uri!r} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        else:
+            synthetic = example_input(metadata.get_input_schema())
+            if synthetic is None:
+                return
+            try:
+                outputs = self._encoder.encode(self._pyfunc.predict(synthetic))  # type: ignore[union-attr]
+            except Exception as exc:
+                log.warning("warm-up predict with a synthetic row failed (ignored): %s", exc)
+                return
+        if not self._output_types:
+            self._output_types = [
+                TensorMeta(name, datatype, (-1, *arr.shape[1:])).to_dict() for name, datatype, arr in outputs
+            ]
+
+    # -- metadata ------------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return self._input_types
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return self._output_types
+
+    def v2_metadata(self, name: str | None = None) -> dict[str, Any]:
+        return {
+            "name": name or self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": self._input_types,
+            "outputs": self._output_types,
+        }
+
+    # -- hot path ------------------------------------------------------------------------------
+    def predict(self, payload: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput("this model speaks the V2 inference protocol: POST /v2/models/{name}/infer")
+        try:
+            data = self._decoder.decode(payload.inputs)  # type: ignore[union-attr]
+        except SignatureError as exc:
+            raise InvalidInput(str(exc)) from None
+        prediction = self._pyfunc.predict(data)
+        try:
+            encoded = self._encoder.encode(prediction)  # type: ignore[union-attr]
+        except SignatureError as exc:
+            raise InferenceError(str(exc)) from None
+        outputs = []
+        for name, datatype, arr in encoded:
+            out = InferOutput(name=name, shape=list(arr.shape), datatype=datatype)
+            out.set_data_from_numpy(arr)
+            outputs.append(out)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=self.version,
+            infer_outputs=outputs,
+            use_binary_outputs=payload.use_binary_outputs,
+            requested_outputs=payload.request_outputs,
+        )

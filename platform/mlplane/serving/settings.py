@@ -1,0 +1,83 @@
+"""Command line of ``python -m mlplane.serving`` (pure: parsing only, no kserve import)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServingSettings", "parse_args"]
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    name: str
+    model_uri: str
+    model_version: str | None
+    http_port: int
+    grpc_port: int
+    host: str = "127.0.0.1"
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    grace_period: int = 30
+    log_requests: bool = False
+    grpc_threads: int = 4
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlplane.serving",
+        description="Serve one MLflow pyfunc model over the KServe V2 / Open Inference Protocol "
+        "(HTTP and gRPC), with in-place version swaps via POST /v2/repository/models/{name}/load.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--name", required=True, help="model name on the V2 endpoints")
+    parser.add_argument(
+        "--model-uri",
+        required=True,
+        help="MLflow model URI: models:/name/version (needs MLFLOW_TRACKING_URI), runs:/..., a path or file://",
+    )
+    parser.add_argument(
+        "--model-version",
+        default=None,
+        help="version reported in metadata and responses (default: taken from a models:/ URI)",
+    )
+    parser.add_argument("--http-port", type=_port, required=True)
+    parser.add_argument("--grpc-port", type=_port, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address both servers bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="larger HTTP bodies get 413, larger gRPC messages RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--grace-period", type=int, default=30, help="seconds in-flight requests get on SIGTERM"
+    )
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="log every request and its latency (off by default: it costs time on the hot path)",
+    )
+    parser.add_argument("--grpc-threads", type=_positive, default=4, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
+    ns = build_parser().parse_args(argv)
+    return ServingSettings(**vars(ns))
