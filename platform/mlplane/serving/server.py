@@ -269,10 +269,10 @@ class PyfuncModelServer(ModelServer):
             grace_period=s.grace_period,
             timeout_keep_alive=self.timeout_keep_alive,
         )
-        self._grpc_server = _GRPCServer(self.dataplane, self.model_repository_extension, s)
-        self.servers.extend(
-            [self._rest_server.start(), self._grpc_server.start(self.max_threads), self._announce(models)]
-        )
+        self.servers.extend([self._rest_server.start(), self._announce(models)])
+        if s.grpc:
+            self._grpc_server = _GRPCServer(self.dataplane, self.model_repository_extension, s)
+            self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
@@ -291,7 +291,7 @@ class PyfuncModelServer(ModelServer):
                 host,
                 s.http_port,
                 model.name,
-                self._grpc_server.address,
+                self._grpc_server.address if self._grpc_server else "off",
             )
 
 

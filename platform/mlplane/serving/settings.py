@@ -23,6 +23,7 @@ class ServingSettings:
     grace_period: int = 30
     log_requests: bool = False
     grpc_threads: int = 4
+    grpc: bool = True
 
 
 def _positive(value: str) -> int:
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log every request and its latency (off by default: it costs time on the hot path)",
     )
+    parser.add_argument("--no-grpc", dest="grpc", action="store_false", help="serve V2 over HTTP only")
     parser.add_argument("--grpc-threads", type=_positive, default=4, help=argparse.SUPPRESS)
     return parser
 

@@ -43,15 +43,15 @@ class ResolvedModel:
 class Endpoint:
     host: str
     http_port: int
-    grpc_port: int
+    grpc_port: int | None  # None: HTTP only
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
     @property
-    def grpc(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+    def grpc(self) -> str | None:
+        return f"{self.host}:{self.grpc_port}" if self.grpc_port else None
 
 
 def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -98,10 +98,10 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         "--model-version", model.version,
         "--host", endpoint.host,
         "--http-port", str(endpoint.http_port),
-        "--grpc-port", str(endpoint.grpc_port),
+        "--grpc-port", str(endpoint.grpc_port or 0),
         "--max-request-bytes", str(max_request_bytes),
         "--grace-period", str(grace_period_s),
-    )
+    ) + (() if endpoint.grpc_port else ("--no-grpc",))
     env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri})
     return ProcessSpec(
         name=name,

@@ -9,7 +9,6 @@ import subprocess
 import time
 from contextlib import closing
 
-import httpx
 import psutil
 
 from mlplane.runtime.local.plan import ProcessSpec, process_environment
@@ -99,11 +98,3 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-async def probe(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        r = await client.get(url, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return r.status_code == 200

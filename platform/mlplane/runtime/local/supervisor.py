@@ -200,7 +200,7 @@ class Supervisor:
                 comp.error = f"exited with code {comp.proc.returncode}; see {comp.spec.log}"
                 self.write_state()
                 return
-            if await process.probe(self._http, comp.spec.ready_url):
+            if await _probe(self._http, comp.spec.ready_url):
                 comp.status = "ready"
                 comp.ready_since = time.monotonic()
                 self.write_state()
@@ -301,7 +301,8 @@ class Supervisor:
         else:
             if current is not None:
                 await asyncio.to_thread(self._stop_component, current.component)
-            endpoint = Endpoint(self.host, process.free_port(self.host), process.free_port(self.host))
+            grpc_port = process.free_port(self.host) if self.platform.spec.serving.grpc else None
+            endpoint = Endpoint(self.host, process.free_port(self.host), grpc_port)
             comp = Component(spec=self._model_process(dep, resolved, endpoint))
             current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp)
             current.refresh_info()
@@ -441,6 +442,14 @@ class Supervisor:
             self._stopping.set()
             return {"stopping": True}
         raise OperationError(f"unknown operation {op!r}")
+
+
+async def _probe(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        r = await client.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
 
 
 def _error_text(r: httpx.Response) -> str:
