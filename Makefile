@@ -9,7 +9,7 @@ EXTRAS ?= --extra dev
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: venv demo test lint schemas check clean bench
+.PHONY: venv demo test lint schemas docs check clean bench
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: venv
 ## schemas: regenerate the committed JSON Schemas from the spec models
 schemas: venv
 	$(BIN)/python -m mlplane.spec.schema_gen
+
+## docs: regenerate the spec and CLI references in docs/ from the code
+docs: venv
+	$(BIN)/python -m mlplane.spec.reference
+	$(BIN)/python -m mlplane.cli.reference
 
 ## check: the pre-commit gate
 check: lint test

@@ -118,6 +118,27 @@ def test_deploy_serves_champion_over_http_and_grpc(platform):
     assert httpclient.InferenceServerClient(url.removeprefix("http://")).is_server_live()
 
 
+def _readme_curl_example() -> tuple[dict, dict]:
+    """The request body and the documented reply of the README's curl example."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- readme-example: curl-infer -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    body = json.loads(block.split("-d '", 1)[1].split("'", 1)[0])
+    reply = json.loads(block.split("# ", 1)[1].strip().replace("…", "x"))
+    return body, reply
+
+
+def test_readme_curl_example_works_as_documented(platform):
+    dep = status(platform["dir"])["deployments"]["iris"]
+    body, documented = _readme_curl_example()
+    r = httpx.post(f"{dep['url']}/v2/models/iris/infer", json=body)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["model_name"] == documented["model_name"]
+    assert reply["model_version"] == documented["model_version"] == dep["servedVersion"]
+    for key in ("name", "datatype", "shape", "data"):
+        assert reply["outputs"][0][key] == documented["outputs"][0][key], key
+
+
 def _client_loop(dep: dict, stop: threading.Event, results: dict, proto: str) -> None:
     while not stop.is_set():
         try:

@@ -40,7 +40,7 @@ class Output(enum.StrEnum):
 
 
 StateDirOpt = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
-                           help="Platform state directory [default: ./.mlplane].")
+                           help="Platform state directory (default: ./.mlplane).")
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="Output format.")
 
 
