@@ -236,9 +236,36 @@ def test_down_then_up_restores_deployments_and_down_leaves_nothing(platform):
     mlplane(state_dir, "up")
     dep = wait_for(lambda: status(state_dir)["deployments"].get("iris"), 60, "iris to be restored")
     assert dep["status"] == "ready" and dep["servedVersion"] == "2"
+    # Same addresses as before: clients and bookmarks keep working across down/up.
+    assert dep["url"] == before["deployments"]["iris"]["url"]
+    assert status(state_dir)["trackingUri"] == platform["tracking"]
     assert infer_grpc(dep["grpc"], "iris", SAMPLES)[1] == "2"
     mlplane(state_dir, "undeploy", "iris")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{dep['url']}/v2/health/live", timeout=2)
     mlplane(state_dir, "down")
+    assert platform_processes(state_dir) == []
+
+
+def test_killed_mlflow_comes_back_on_the_same_port(platform):
+    state_dir = platform["dir"]
+    mlplane(state_dir, "up")
+    before = status(state_dir)["components"]["mlflow"]
+    os.killpg(before["pid"], signal.SIGKILL)
+    after = wait_for(lambda: (c := status(state_dir)["components"]["mlflow"])["status"] == "ready"
+                     and c["pid"] != before["pid"] and c, 90, "MLflow to be restarted")
+    assert after["url"] == before["url"] and after["restarts"] == 1
+    assert httpx.get(after["url"] + "/health").status_code == 200
+    assert MlflowClient(platform["tracking"]).get_model_version_by_alias("iris", "champion").version == "2"
+
+
+def test_down_cleans_up_after_a_dead_supervisor(platform):
+    state_dir = platform["dir"]
+    state = status(state_dir)
+    mlflow_pid = state["components"]["mlflow"]["pid"]
+    os.kill(state["supervisor"]["pid"], signal.SIGKILL)
+    wait_for(lambda: mlplane(state_dir, "status", check=False).returncode == 1, 10, "the supervisor to be gone")
+    assert psutil.pid_exists(mlflow_pid)  # orphaned, still running
+    out = mlplane(state_dir, "down")
+    assert "mlflow" in out.stderr  # reported as a leftover it had to kill
     assert platform_processes(state_dir) == []

@@ -82,3 +82,17 @@ def test_socket_path_stays_within_the_unix_limit(tmp_path: Path):
     deep = StatePaths(tmp_path / ("x" * 120))
     assert len(str(deep.socket)) < 108
     assert deep.socket != StatePaths(tmp_path / ("y" * 120)).socket
+
+
+def test_free_port_prefers_the_previous_port_when_free():
+    import socket
+
+    from mlplane.runtime.local.process import free_port
+
+    port = free_port()
+    assert free_port(preferred=port) == port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        other = free_port(preferred=port)
+    assert other != port

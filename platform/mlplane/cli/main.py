@@ -79,7 +79,7 @@ def _call(paths: StatePaths, op: str, **fields: Any) -> Any:
 def _deployments_table(deps: dict[str, dict[str, Any]]) -> Table:
     t = Table(title="Deployments", title_justify="left")
     for col in ("NAME", "STATUS", "MODEL", "VERSION", "HTTP (V2)", "gRPC (V2)", "RESTARTS"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for name, d in deps.items():
         t.add_row(name, _status(d.get("status", "")), d.get("model", ""), str(d.get("servedVersion") or "-"),
                   d.get("url", ""), d.get("grpc", ""), str(d.get("restarts", 0)))
@@ -135,6 +135,9 @@ def up(
     if pid:
         raise _fail(f"a platform is already running on {paths.root} (supervisor pid {pid}); "
                     "run `mlplane down` first or pass another --state-dir")
+    orphans = control.stop_platform(paths)  # left behind by a supervisor that died
+    if orphans:
+        err.print(f"stopped processes left by an earlier platform: {', '.join(orphans)}")
     proc = control.start_supervisor(paths, platform)
     state = _wait_up(paths, proc, timeout)
     if output is not Output.table:
@@ -208,7 +211,7 @@ def status(state_dir: Path | None = StateDirOpt, output: Output = OutputOpt) -> 
     _print_summary(state)
     t = Table(title="Components", title_justify="left")
     for col in ("NAME", "KIND", "STATUS", "PID", "URL", "RESTARTS"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for name, c in state.get("components", {}).items():
         t.add_row(name, c.get("kind", ""), _status(c.get("status", "")), str(c.get("pid") or "-"),
                   c.get("url", ""), str(c.get("restarts", 0)))

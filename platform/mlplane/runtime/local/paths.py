@@ -44,6 +44,11 @@ class StatePaths:
         return self.root / "deployments"
 
     @property
+    def ports_file(self) -> Path:
+        """Ports handed out before: reused when free, so URLs stay the same across down/up."""
+        return self.root / "ports.json"
+
+    @property
     def platform_file(self) -> Path:
         return self.root / "platform.yaml"
 

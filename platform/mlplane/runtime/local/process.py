@@ -14,11 +14,17 @@ import psutil
 from mlplane.runtime.local.plan import ProcessSpec, process_environment
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now on ``host``."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
+    """``preferred`` if it is free on ``host`` right now, else a port the kernel picks."""
+    for candidate in ((preferred, 0) if preferred else (0,)):
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free port on {host}")
 
 
 def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:

@@ -115,6 +115,17 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._http = httpx.AsyncClient()
         self._lock_fd: int | None = None
+        try:
+            self._ports: dict[str, int] = json.loads(paths.ports_file.read_text())
+        except (FileNotFoundError, ValueError):
+            self._ports = {}
+
+    def _port(self, key: str) -> int:
+        """A port for ``key``: the one it had last time when that one is still free."""
+        port = process.free_port(self.host, preferred=self._ports.get(key))
+        self._ports[key] = port
+        self.paths.ports_file.write_text(json.dumps(self._ports, indent=2, sort_keys=True))
+        return port
 
     # ----------------------------------------------------------------- lifecycle
     def acquire_lock(self) -> None:
@@ -158,7 +169,7 @@ class Supervisor:
         if tracking.mode == "external":
             self.tracking_uri = str(tracking.uri)
             return
-        port = tracking.port or process.free_port(self.host)
+        port = tracking.port or self._port(MLFLOW_COMPONENT)
         spec = mlflow_process(self.paths, self.host, port, tracking.backend_store_uri,
                               tracking.artifacts_destination)
         comp = Component(spec=spec, info={"url": f"http://{self.host}:{port}"})
@@ -301,8 +312,8 @@ class Supervisor:
         else:
             if current is not None:
                 await asyncio.to_thread(self._stop_component, current.component)
-            grpc_port = process.free_port(self.host) if self.platform.spec.serving.grpc else None
-            endpoint = Endpoint(self.host, process.free_port(self.host), grpc_port)
+            grpc_port = self._port(f"{name}/grpc") if self.platform.spec.serving.grpc else None
+            endpoint = Endpoint(self.host, self._port(f"{name}/http"), grpc_port)
             comp = Component(spec=self._model_process(dep, resolved, endpoint))
             current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp)
             current.refresh_info()
