@@ -87,7 +87,7 @@ def test_check_mode(module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert module.main(["--check"]) == 0
     monkeypatch.setattr(module, "DOC_PATH", tmp_path / "docs" / "reference.md")
     assert module.main(["--check"]) == 1
-    assert "is stale: run `make docs`" in capsys.readouterr().err
+    assert "is stale: run `python -m mlplane" in capsys.readouterr().err
     assert module.main([]) == 0
     assert module.main(["--check"]) == 0
     module.DOC_PATH.write_text("edited by hand\n", encoding="utf-8")

@@ -6,18 +6,17 @@ options with their types, defaults and help, so the page cannot drift from `mlpl
 
 from __future__ import annotations
 
-import argparse
 import enum
 import inspect
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.errors import StyleSyntaxError
 from rich.style import Style
 
+from mlplane._generated import generator_main
 from mlplane.cli.main import app
 from mlplane.spec.reference import REPO_ROOT, md_table, md_text
 
@@ -167,29 +166,8 @@ def render() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else None
-    if current == text:
-        return 0
-    if args.check:
-        print(f"{_shown(DOC_PATH)} is stale: run `make docs` (or `{COMMAND}`) and commit the result",
-              file=sys.stderr)
-        return 1
-    DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {_shown(DOC_PATH)}")
-    return 0
+    return generator_main(COMMAND, __doc__.splitlines()[0], lambda: {DOC_PATH: render()}, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ and descriptions) and from the iris example files, so it cannot drift from what 
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 import types
@@ -21,11 +20,11 @@ from pydantic.fields import FieldInfo
 
 # The private names are the patterns and rules behind the constrained string types; naming them here
 # turns an unreadable regex in the JSON Schema into "DNS-1123 label" or "quantity".
+from mlplane._generated import REPO_ROOT, generator_main
 from mlplane.spec.common import _DNS1123_LABEL, _DNS_RULE, _QUANTITY, API_VERSION, QUANTITY_RULE
 from mlplane.spec.deployment import ModelDeployment
 from mlplane.spec.platform import Platform
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DOC_PATH = REPO_ROOT / "docs" / "spec-reference.md"
 COMMAND = "python -m mlplane.spec.reference"
 
@@ -272,29 +271,8 @@ def render(root: Path = REPO_ROOT) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else None
-    if current == text:
-        return 0
-    if args.check:
-        print(f"{_shown(DOC_PATH)} is stale: run `make docs` (or `{COMMAND}`) and commit the result",
-              file=sys.stderr)
-        return 1
-    DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {_shown(DOC_PATH)}")
-    return 0
+    return generator_main(COMMAND, __doc__.splitlines()[0], lambda: {DOC_PATH: render()}, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlplane._generated import generator_main
 from mlplane.spec.deployment import ModelDeployment
 from mlplane.spec.platform import Platform
 
@@ -40,26 +40,7 @@ def generate() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlplane.spec.schema_gen", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the committed schemas are stale")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, text in generate().items():
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        if args.check:
-            stale.append(path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    if stale:
-        for path in stale:
-            print(f"{path} is out of date with the spec models", file=sys.stderr)
-        print("run `python -m mlplane.spec.schema_gen` and commit the result", file=sys.stderr)
-        return 1
-    return 0
+    return generator_main("python -m mlplane.spec.schema_gen", __doc__.splitlines()[0], generate, argv)
 
 
 if __name__ == "__main__":
