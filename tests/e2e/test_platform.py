@@ -233,7 +233,13 @@ def test_down_then_up_restores_deployments_and_down_leaves_nothing(platform):
     assert left == []
     assert mlplane(state_dir, "status", check=False).returncode == 1
 
-    mlplane(state_dir, "up")
+    (state_dir / "deployments" / "ghost.yaml").write_text(
+        "apiVersion: mlplane.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: ghost}\n"
+        "spec: {model: 'models:/ghost@champion'}\n")
+    up = mlplane(state_dir, "up")
+    assert "deployment ghost was not restored" in up.stderr and "ghost" in up.stderr
+    assert "ghost" in status(state_dir)["restoreErrors"]
+    (state_dir / "deployments" / "ghost.yaml").unlink()
     dep = wait_for(lambda: status(state_dir)["deployments"].get("iris"), 60, "iris to be restored")
     assert dep["status"] == "ready" and dep["servedVersion"] == "2"
     # Same addresses as before: clients and bookmarks keep working across down/up.

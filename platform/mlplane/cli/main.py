@@ -144,6 +144,8 @@ def up(
         _emit(state, output)
         return
     _print_summary(state)
+    for name, why in (state.get("restoreErrors") or {}).items():
+        err.print(f"[yellow]warning:[/] deployment {name} was not restored: {why}", highlight=False)
     out.print("Deploy a model with [bold]mlplane deploy -f deployment.yaml[/]; "
               "stop everything with [bold]mlplane down[/].")
 

@@ -112,6 +112,7 @@ class Supervisor:
         self.deployments: dict[str, Deployment] = {}
         self.tracking_uri = ""
         self.started_at = time.time()
+        self.restore_errors: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._http = httpx.AsyncClient()
         self._lock_fd: int | None = None
@@ -180,13 +181,16 @@ class Supervisor:
             raise OperationError(f"MLflow did not start: {comp.error}")
 
     async def _restore_deployments(self) -> None:
+        """Bring back the deployments of earlier sessions; one that fails is reported, not fatal."""
         for file in sorted(self.paths.deployments.glob("*.yaml")):
             try:
                 (dep,) = load_file(file)
-                assert isinstance(dep, ModelDeployment)
+                if not isinstance(dep, ModelDeployment):
+                    raise OperationError(f"expected a ModelDeployment, found a {dep.kind}")
                 await self.deploy(dep, persist=False)
-            except (SpecError, OperationError, ValueError, AssertionError) as exc:
+            except (SpecError, OperationError, ValueError) as exc:
                 log.error("could not restore deployment from %s: %s", file, exc)
+                self.restore_errors[file.stem] = str(exc).splitlines()[0]
 
     async def _shutdown(self) -> None:
         self.write_state("stopping")
@@ -413,6 +417,7 @@ class Supervisor:
             },
             "components": {n: c.to_state() for n, c in self.components.items() if n not in self.deployments},
             "deployments": {n: self._describe(d) for n, d in self.deployments.items()},
+            "restoreErrors": self.restore_errors,
         }
         tmp = self.paths.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
