@@ -296,8 +296,9 @@ def main() -> None:
             f"One-row iris request; {args.rounds} alternating rounds of {args.requests} sequential requests "
             f"(latency, pooled) and {args.seconds:.0f} s windows at {CONCURRENCY} concurrent connections "
             "(throughput, median of rounds). Baseline: `bench/bare_kserve.py`, a stock `kserve.ModelServer` "
-            "(default settings, bound to loopback) with a minimal `kserve.Model` (V2 → DataFrame → pyfunc.predict → V2) on the "
-            "same saved model. mlplane: `python -m mlplane.serving` with default flags.",
+            "(default settings, bound to loopback) with a minimal `kserve.Model` "
+            "(V2 → DataFrame → pyfunc.predict → V2) on the same saved model. "
+            "mlplane: `python -m mlplane.serving` with default flags.",
             "",
             "| protocol | metric | mlplane | bare KServe | mlplane / bare | goal | met |",
             "|---|---|---|---|---|---|---|",

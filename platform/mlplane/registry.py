@@ -6,6 +6,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplane.runtime.local.plan import ResolvedModel
+from mlplane.runtime.local.runtimes import Signature
 from mlplane.spec import ModelRef
 
 
@@ -41,6 +42,24 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
     except MlflowException as exc:
         raise RegistryError(f"cannot move models:/{name}@{alias} to version {version}: "
                             f"{_short(exc)}") from None
+
+
+def signature(tracking_uri: str, uri: str) -> Signature:
+    """The V2 tensors of a model's MLflow signature, read from its MLmodel file without loading it."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    from mlplane.serving.signature import inputs_from_schema, outputs_from_schema
+
+    mlflow.set_tracking_uri(tracking_uri)  # get_model_info resolves models:/ URIs through the globals
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        sig = get_model_info(uri).signature
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read the signature of {uri}: {_short(exc)}") from None
+    if sig is None:
+        return Signature([], [])
+    return Signature(inputs_from_schema(sig.inputs), outputs_from_schema(sig.outputs))
 
 
 def _describe(ref: ModelRef, exc: MlflowException) -> str:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -28,44 +25,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "iris"))
 from client import SAMPLES, infer_grpc, infer_http  # noqa: E402
+from platform_helpers import mlplane, platform_processes, promote_under_load, status, wait_for  # noqa: E402
 
 from mlplane_pipelines.iris import train_and_register  # noqa: E402
-
-
-def mlplane(state_dir: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mlplane", *args], text=True, capture_output=True,
-                          timeout=timeout, env={**os.environ, "MLPLANE_STATE_DIR": str(state_dir),
-                                                "COLUMNS": "200"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mlplane {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def status(state_dir: Path) -> dict:
-    return json.loads(mlplane(state_dir, "status", "-o", "json").stdout)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def platform_processes(state_dir: Path) -> list[psutil.Process]:
-    """Every process whose command line or environment points at this state dir or its ports."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "pid"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if str(state_dir) in cmd or "mlplane.serving" in cmd and str(state_dir) in str(p.environ()):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -139,35 +101,16 @@ def test_readme_curl_example_works_as_documented(platform):
         assert reply["outputs"][0][key] == documented["outputs"][0][key], key
 
 
-def _client_loop(dep: dict, stop: threading.Event, results: dict, proto: str) -> None:
-    while not stop.is_set():
-        try:
-            if proto == "http":
-                _, version = infer_http(dep["url"].removeprefix("http://"), "iris", SAMPLES)
-            else:
-                _, version = infer_grpc(dep["grpc"], "iris", SAMPLES)
-            results["versions"].append(version)
-        except Exception as exc:  # every failure counts
-            results["errors"].append(f"{proto}: {exc!r}")
-
-
 def test_promote_switches_version_with_zero_failed_requests(platform):
     state_dir = platform["dir"]
     dep = status(state_dir)["deployments"]["iris"]
-    results: dict = {"versions": [], "errors": []}
-    stop = threading.Event()
-    threads = [threading.Thread(target=_client_loop, args=(dep, stop, results, proto))
-               for proto in ("http", "http", "grpc", "grpc")]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        out = mlplane(state_dir, "promote", "iris", "--version", platform["v2"].version)
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+
+    def infer(proto: str) -> str:
+        if proto == "http":
+            return infer_http(dep["url"].removeprefix("http://"), "iris", SAMPLES)[1]
+        return infer_grpc(dep["grpc"], "iris", SAMPLES)[1]
+
+    out, results = promote_under_load(state_dir, "iris", platform["v2"].version, infer)
     assert "1 → 2" in out.stdout
     assert results["errors"] == []
     assert results["versions"][0] == "1" and results["versions"][-1] == "2"
@@ -213,6 +156,8 @@ def test_promote_and_deploy_errors_are_clear(platform):
     assert missing.returncode == 1 and "no deployment named 'nope'" in missing.stderr
     unknown_alias = mlplane(state_dir, "deploy", "other", "--model", "models:/iris@staging", check=False)
     assert unknown_alias.returncode == 1 and "staging" in unknown_alias.stderr
+    ray = mlplane(state_dir, "deploy", "other", "--model", "models:/iris/1", "--runtime", "ray", check=False)
+    assert ray.returncode == 2 and "spec.runtime: 'ray' is not available" in ray.stderr  # triton is (test_triton)
     bad_uri = mlplane(state_dir, "deploy", "other", "--model", "models:/", check=False)
     assert bad_uri.returncode == 2 and "spec.model" in bad_uri.stderr
     # The endpoint still serves after all of that.

@@ -96,3 +96,19 @@ def test_free_port_prefers_the_previous_port_when_free():
         taken.listen()
         other = free_port(preferred=port)
     assert other != port
+
+
+def test_runtimes_come_from_a_registry_with_a_clear_error_for_missing_ones(tmp_path: Path):
+    import pytest
+
+    from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, runtime_for
+
+    kserve = runtime_for("kserve")
+    model = ResolvedModel(reference="models:/iris@champion", uri="models:/iris/4", version="4")
+    load = kserve.load_request("iris", model)
+    assert load.path == "/v2/repository/models/iris/load"
+    assert load.body == {"parameters": {"model_uri": "models:/iris/4", "model_version": "4"}}
+    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1024, 5)
+    assert "mlplane.serving" in kserve.process(ctx, "iris", model, Endpoint("127.0.0.1", 1, 2)).argv
+    with pytest.raises(UnsupportedRuntime, match="spec.runtime: 'ray' is not available.*'kserve'"):
+        runtime_for("ray")

@@ -78,11 +78,14 @@ def _call(paths: StatePaths, op: str, **fields: Any) -> Any:
 
 def _deployments_table(deps: dict[str, dict[str, Any]]) -> Table:
     t = Table(title="Deployments", title_justify="left")
-    for col in ("NAME", "STATUS", "MODEL", "VERSION", "HTTP (V2)", "gRPC (V2)", "RESTARTS"):
+    metrics = any(d.get("metrics") for d in deps.values())  # the column only when a server has metrics
+    for col in ("NAME", "STATUS", "MODEL", "VERSION", "HTTP (V2)", "gRPC (V2)", *(("METRICS",) if metrics else ()),
+                "RESTARTS"):
         t.add_column(col, overflow="fold")
     for name, d in deps.items():
         t.add_row(name, _status(d.get("status", "")), d.get("model", ""), str(d.get("servedVersion") or "-"),
-                  d.get("url", ""), d.get("grpc", ""), str(d.get("restarts", 0)))
+                  d.get("url", ""), d.get("grpc", ""), *((d.get("metrics") or "-",) if metrics else ()),
+                  str(d.get("restarts", 0)))
     return t
 
 

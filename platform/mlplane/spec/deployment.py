@@ -90,6 +90,18 @@ class BatchingSpec(SpecModel):
 
     max_batch_size: int = Field(ge=1, description="Largest batch assembled.")
     max_latency_ms: float = Field(gt=0, description="Longest a request waits for a batch to fill.")
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        description="Batch sizes the batcher tries to form first (triton: dynamic_batching "
+                    "preferred_batch_size); each at most maxBatchSize. Unset: maxBatchSize.",
+    )
+
+    @model_validator(mode="after")
+    def _preferred(self) -> BatchingSpec:
+        too_big = [n for n in self.preferred_batch_sizes or [] if n > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"preferredBatchSizes {too_big} must not exceed maxBatchSize ({self.max_batch_size})")
+        return self
 
 
 class FeaturesSpec(SpecModel):
@@ -129,6 +141,11 @@ class ModelDeploymentSpec(SpecModel):
     autoscaling: AutoscalingSpec | None = Field(default=None, description="Autoscaling; overrides replicas.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica resources.")
     batching: BatchingSpec | None = Field(default=None, description="Dynamic batching (triton, ray).")
+    instances: int = Field(
+        default=1, ge=1,
+        description="Model instances inside each replica's server, executing in parallel "
+                    "(triton: instance_group count).",
+    )
     features: FeaturesSpec | None = Field(default=None, description="Online feature lookup (Feast).")
     retrieval: RetrievalSpec | None = Field(default=None, description="Retrieval from a vector store.")
     cold_start_seconds: float | None = Field(

@@ -56,6 +56,10 @@ class StatePaths:
     def mlflow_dir(self) -> Path:
         return self.root / "mlflow"
 
+    def triton_dir(self, deployment: str) -> Path:
+        """A triton deployment's model repository (``models/``) and backend directory (``backends/``)."""
+        return self.root / "triton" / deployment
+
     @property
     def socket(self) -> Path:
         path = self.root / "supervisor.sock"

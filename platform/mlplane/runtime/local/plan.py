@@ -44,6 +44,7 @@ class Endpoint:
     host: str
     http_port: int
     grpc_port: int | None  # None: HTTP only
+    metrics_port: int | None = None  # None: the server has no separate Prometheus port
 
     @property
     def url(self) -> str:
@@ -52,6 +53,10 @@ class Endpoint:
     @property
     def grpc(self) -> str | None:
         return f"{self.host}:{self.grpc_port}" if self.grpc_port else None
+
+    @property
+    def metrics(self) -> str | None:
+        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
 
 
 def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -107,6 +112,63 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         name=name,
         kind="model-server",
         argv=argv,
+        env=env,
+        log=paths.log_file(name),
+        ready_url=f"{endpoint.url}/v2/models/{name}/ready",
+    )
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the ``tritonserver`` distribution lives (the ``nvidia-pytriton`` wheel ships one)."""
+
+    binary: Path  # bin/tritonserver
+    python_backend: Path  # backends/python: libtriton_python.so + triton_python_backend_utils.py
+    stub: Path  # the Python-backend stub built for this interpreter's Python version
+    library_path: tuple[Path, ...]  # libpython's directory, then the wheel's bundled libraries
+    site_packages: tuple[Path, ...]  # mlplane's virtualenv, put on the stub's sys.path by model.py
+
+
+def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_uri: str, grace_period_s: int,
+                   install: TritonInstall) -> ProcessSpec:
+    """``tritonserver`` in explicit model-control mode serving ``name`` from the deployment's repository.
+
+    HTTP, gRPC and metrics bind ``endpoint.host``; the backend directory is the deployment's own
+    copy of the Python backend with the stub for this interpreter (see ``TritonRuntime.prepare``).
+    """
+    base = paths.triton_dir(name)
+    argv = [
+        str(install.binary),
+        f"--model-repository={base / 'models'}",
+        f"--backend-directory={base / 'backends'}",
+        "--model-control-mode=explicit",
+        f"--load-model={name}",
+        "--disable-auto-complete-config",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--exit-timeout-secs={grace_period_s}",
+        f"--http-address={endpoint.host}",
+        f"--http-port={endpoint.http_port}",
+    ]
+    if endpoint.grpc_port:
+        argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}"]
+    else:
+        argv.append("--allow-grpc=false")
+    if endpoint.metrics_port:
+        argv += ["--allow-metrics=true", f"--metrics-address={endpoint.host}",
+                 f"--metrics-port={endpoint.metrics_port}"]
+    else:
+        argv.append("--allow-metrics=false")
+    env = _child_env({
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_REGISTRY_URI": tracking_uri,
+        "LD_LIBRARY_PATH": os.pathsep.join(str(p) for p in install.library_path),
+        "MLPLANE_TRITON_SITE_PACKAGES": os.pathsep.join(str(p) for p in install.site_packages),
+    })
+    return ProcessSpec(
+        name=name,
+        kind="model-server",
+        argv=tuple(argv),
         env=env,
         log=paths.log_file(name),
         ready_url=f"{endpoint.url}/v2/models/{name}/ready",

@@ -92,6 +92,12 @@ def stop_tree(pid: int, grace_s: float = 10.0, create_time: float | None = None)
     _reap(pid)
 
 
+def kill_group_of_dead_leader(pid: int) -> None:
+    """SIGKILL what is left of the process group of ``pid``, a leader that just died (its children:
+    tritonserver's Python-backend stubs outlive a SIGKILLed server)."""
+    _signal_group(pid, signal.SIGKILL)
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)  # spawned with start_new_session: pgid == pid

@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,9 +34,9 @@ from mlplane.runtime.local.plan import (
     Endpoint,
     ProcessSpec,
     ResolvedModel,
-    kserve_process,
     mlflow_process,
 )
+from mlplane.runtime.local.runtimes import Prepared, ServingContext, UnsupportedRuntime, runtime_for
 from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
 
 log = logging.getLogger("mlplane.supervisor")
@@ -101,6 +102,8 @@ class Deployment:
             "url": self.endpoint.url,
             "grpc": self.endpoint.grpc,
         })
+        if self.endpoint.metrics:
+            self.component.info["metrics"] = self.endpoint.metrics
 
 
 class Supervisor:
@@ -227,6 +230,7 @@ class Supervisor:
         self.write_state()
 
     def _stop_component(self, comp: Component, status: str = "stopped") -> None:
+        comp.status = "stopping"  # the monitor must not take the exit for a crash and restart it
         if comp.proc is not None:
             grace = float(self.platform.spec.serving.grace_period_seconds)
             process.stop_tree(comp.proc.pid, grace_s=grace)
@@ -234,19 +238,27 @@ class Supervisor:
 
     async def _monitor(self) -> None:
         next_sync = time.monotonic() + ALIAS_SYNC_INTERVAL_S
+        sync: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(MONITOR_INTERVAL_S)
             now = time.monotonic()
             for name, comp in list(self.components.items()):
-                await self._supervise(name, comp, now)
-            if now >= next_sync:
+                if self.components.get(name) is not comp:  # undeployed or replaced meanwhile
+                    continue
+                try:
+                    await self._supervise(name, comp, now)
+                except Exception:  # one component's trouble must not stop the supervision of all
+                    log.exception("supervising %s failed", name)
+            if now >= next_sync and (sync is None or sync.done()):
+                # In its own task: a switch can take minutes, crashes must still be noticed meanwhile.
                 next_sync = now + ALIAS_SYNC_INTERVAL_S
-                await self._sync_aliases()
+                sync = asyncio.create_task(self._sync_aliases())
 
     async def _supervise(self, name: str, comp: Component, now: float) -> None:
         if comp.status == "ready" and comp.proc is not None and comp.proc.poll() is not None:
             code = comp.proc.returncode
             log.warning("%s exited with code %s; restarting in %.0fs", name, code, comp.backoff_s)
+            process.kill_group_of_dead_leader(comp.proc.pid)  # e.g. model processes it had forked
             comp.status = "restarting"
             comp.error = f"exited with code {code}"
             comp.restart_at = now + comp.backoff_s
@@ -274,18 +286,41 @@ class Supervisor:
                 continue
             try:
                 resolved = await self._resolve(dep.spec)
-                if resolved.uri != dep.resolved.uri:
-                    log.info("%s: alias moved to version %s", dep.spec.metadata.name, resolved.version)
-                    async with dep.lock:
+                if resolved.uri == dep.resolved.uri:
+                    continue
+                async with dep.lock:
+                    # A promote may have switched while we waited for the lock.
+                    if resolved.uri != dep.resolved.uri and self.deployments.get(dep.spec.metadata.name) is dep:
+                        log.info("%s: alias moved to version %s", dep.spec.metadata.name, resolved.version)
                         await self._swap(dep, resolved)
             except OperationError as exc:
                 log.warning("alias sync for %s: %s", dep.spec.metadata.name, exc)
 
     # ----------------------------------------------------------------- deployments
-    def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+    def _serving_context(self) -> ServingContext:
         serving = self.platform.spec.serving
-        return kserve_process(self.paths, dep.metadata.name, resolved, endpoint, self.tracking_uri,
-                              serving.max_request_bytes, serving.grace_period_seconds)
+        return ServingContext(self.paths, self.tracking_uri, serving.max_request_bytes,
+                              serving.grace_period_seconds)
+
+    def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+        return runtime_for(dep.spec.runtime).process(self._serving_context(), dep.metadata.name, resolved, endpoint)
+
+    async def _prepare(self, dep: ModelDeployment, resolved: ResolvedModel) -> None:
+        """Write what the runtime needs on disk for ``resolved`` (triton: its model repository)."""
+        from mlplane import registry
+
+        runtime = runtime_for(dep.spec.runtime)
+        signature = None
+        if runtime.needs_signature:
+            try:
+                signature = await asyncio.to_thread(registry.signature, self.tracking_uri, resolved.uri)
+            except registry.RegistryError as exc:
+                raise OperationError(str(exc)) from None
+        try:
+            prepared = runtime.prepare(self._serving_context(), dep, resolved, signature)
+        except ValueError as exc:  # a signature the runtime cannot express, a missing binary
+            raise OperationError(f"deployment '{dep.metadata.name}': {exc}", code=2) from None
+        await asyncio.to_thread(_write_prepared, prepared)
 
     async def _resolve(self, dep: ModelDeployment) -> ResolvedModel:
         from mlplane import registry
@@ -301,23 +336,28 @@ class Supervisor:
         name = dep.metadata.name
         if name in RESERVED_NAMES:
             raise OperationError(f"metadata.name: '{name}' is reserved; choose another name", code=2)
-        if dep.spec.runtime != "kserve":
-            raise OperationError(
-                f"spec.runtime: '{dep.spec.runtime}' is not available in the local runtime yet; "
-                "use 'kserve'", code=2)
+        try:
+            runtime = runtime_for(dep.spec.runtime)
+        except UnsupportedRuntime as exc:
+            raise OperationError(str(exc), code=2) from None
         resolved = await self._resolve(dep)
         current = self.deployments.get(name)
-        if current is not None and current.component.status in ("ready", "restarting", "starting"):
+        # Only the model changed: switch inside the running server. Anything else: a new server.
+        in_place = current is not None and (current.spec.spec.model_dump(exclude={"model"})
+                                            == dep.spec.model_dump(exclude={"model"}))
+        if in_place and current.component.status in ("ready", "restarting", "starting"):
             async with current.lock:
                 current.spec = dep
                 if resolved.uri != current.resolved.uri:
                     await self._swap(current, resolved)
                 current.refresh_info()
         else:
+            await self._prepare(dep, resolved)  # before stopping anything: a refusal changes nothing
             if current is not None:
                 await asyncio.to_thread(self._stop_component, current.component)
             grpc_port = self._port(f"{name}/grpc") if self.platform.spec.serving.grpc else None
-            endpoint = Endpoint(self.host, self._port(f"{name}/http"), grpc_port)
+            metrics_port = self._port(f"{name}/metrics") if runtime.metrics_port else None
+            endpoint = Endpoint(self.host, self._port(f"{name}/http"), grpc_port, metrics_port)
             comp = Component(spec=self._model_process(dep, resolved, endpoint))
             current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp)
             current.refresh_info()
@@ -342,15 +382,21 @@ class Supervisor:
         in-flight requests finish on the old one. No proxy, no second listener, no failed request.
         """
         name = dep.spec.metadata.name
-        url = f"{dep.endpoint.url}/v2/repository/models/{name}/load"
-        body = {"parameters": {"model_uri": resolved.uri, "model_version": resolved.version}}
+        load = runtime_for(dep.spec.spec.runtime).load_request(name, resolved)
+        await self._prepare(dep.spec, resolved)
         try:
-            r = await self._http.post(url, json=body, timeout=600.0)
+            r = await self._http.post(dep.endpoint.url + load.path, json=dict(load.body), timeout=600.0,
+                                      headers={"Connection": "close"})
         except httpx.HTTPError as exc:
-            raise OperationError(f"model server for '{name}' did not answer the load: {exc}") from None
-        if r.status_code != 200:
-            raise OperationError(f"model server for '{name}' refused version {resolved.version}: "
-                                 f"{_error_text(r)}; still serving version {dep.resolved.version}")
+            r = None
+            failure = f"model server for '{name}' did not answer the load: {exc}"
+        if r is None or r.status_code != 200:
+            if r is not None:
+                failure = (f"model server for '{name}' refused version {resolved.version}: "
+                           f"{_error_text(r)}; still serving version {dep.resolved.version}")
+            with contextlib.suppress(OperationError):  # a restart must come back on the served version
+                await self._prepare(dep.spec, dep.resolved)
+            raise OperationError(failure)
         dep.resolved = resolved
         dep.component.spec = self._model_process(dep.spec, resolved, dep.endpoint)
         dep.refresh_info()
@@ -385,6 +431,7 @@ class Supervisor:
             del self.deployments[name], self.components[name]
         with contextlib.suppress(FileNotFoundError):
             (self.paths.deployments / f"{name}.yaml").unlink()
+        await asyncio.to_thread(shutil.rmtree, self.paths.triton_dir(name), True)
         self.write_state()
         return {"name": name, "status": "removed"}
 
@@ -462,10 +509,30 @@ class Supervisor:
 
 async def _probe(client: httpx.AsyncClient, url: str) -> bool:
     try:
-        r = await client.get(url, timeout=2.0)
+        # No keep-alive: an idle pooled connection would hold a draining server (tritonserver waits for it).
+        r = await client.get(url, timeout=2.0, headers={"Connection": "close"})
     except httpx.HTTPError:
         return False
     return r.status_code == 200
+
+
+def _write_prepared(prepared: Prepared) -> None:
+    """Write the files atomically; copy files only when changed (a running binary cannot be overwritten)."""
+    for dest, text in prepared.files.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(dest)
+    for dest, source in prepared.copies.items():
+        src = source.stat()
+        with contextlib.suppress(FileNotFoundError):
+            have = dest.stat()
+            if have.st_size == src.st_size and int(have.st_mtime) == int(src.st_mtime):
+                continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copy2(source, tmp)
+        tmp.replace(dest)
 
 
 def _error_text(r: httpx.Response) -> str:

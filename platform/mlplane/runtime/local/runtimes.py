@@ -1,0 +1,182 @@
+"""Serving runtimes of the local platform, by name (``spec.runtime``): a registry, not an if-chain.
+
+A runtime says, without side effects, which files the server needs on disk for a resolved model
+(:meth:`LocalRuntime.prepare`; the supervisor writes them before a start and before a switch), how
+to run the model server, and which V2 model-repository request switches a running server to
+another version in place.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import site
+import sys
+import sysconfig
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import (
+    Endpoint,
+    ProcessSpec,
+    ResolvedModel,
+    TritonInstall,
+    kserve_process,
+    triton_process,
+)
+from mlplane.runtime.triton_repo import repository_files
+from mlplane.serving.signature import TensorMeta
+from mlplane.spec import ModelDeployment
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """What every model server of a platform shares."""
+
+    paths: StatePaths
+    tracking_uri: str
+    max_request_bytes: int
+    grace_period_s: int
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """``POST path`` with ``body`` on the server's HTTP endpoint makes it serve another version."""
+
+    path: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The V2 tensors of a model's MLflow signature (empty lists: no signature)."""
+
+    inputs: Sequence[TensorMeta]
+    outputs: Sequence[TensorMeta]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Files the server needs before it starts or switches: text to write, files to copy."""
+
+    files: Mapping[Path, str] = field(default_factory=dict)
+    copies: Mapping[Path, Path] = field(default_factory=dict)  # destination -> source
+
+
+class LocalRuntime(Protocol):
+    #: the supervisor reads the model's signature (without loading the model) for :meth:`prepare`
+    needs_signature: bool
+    #: the server exposes Prometheus metrics on a port of its own
+    metrics_port: bool
+
+    def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
+                signature: Signature | None) -> Prepared: ...
+
+    def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec: ...
+
+    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest: ...
+
+
+class KServeRuntime:
+    """mlplane's KServe ModelServer (``python -m mlplane.serving``) with an MLflow pyfunc model."""
+
+    needs_signature = False
+    metrics_port = False
+
+    def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
+                signature: Signature | None) -> Prepared:
+        return Prepared()
+
+    def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+        return kserve_process(ctx.paths, name, model, endpoint, ctx.tracking_uri, ctx.max_request_bytes,
+                              ctx.grace_period_s)
+
+    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
+        return LoadRequest(f"/v2/repository/models/{name}/load",
+                           {"parameters": {"model_uri": model.uri, "model_version": model.version}})
+
+
+class UnsupportedRuntime(ValueError):
+    pass
+
+
+def find_triton() -> TritonInstall:
+    """The ``tritonserver`` of the ``nvidia-pytriton`` wheel, with the stub for this Python."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnsupportedRuntime("spec.runtime: 'triton' needs the tritonserver binary, which is not installed; "
+                                 "install mlplane's 'triton' extra (pip install 'mlplane[triton]', or make venv)")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    dist = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        binary=dist / "bin" / "tritonserver",
+        python_backend=dist / "backends" / "python",
+        stub=dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+        library_path=(Path(sysconfig.get_config_var("LIBDIR")), package.parent / "nvidia_pytriton.libs"),
+        site_packages=tuple(Path(p) for p in site.getsitepackages()),
+    )
+    for path in (install.binary, install.stub):
+        if not path.exists():
+            raise UnsupportedRuntime(f"spec.runtime: 'triton': {path} is missing (Python {version} needs a "
+                                     "Python-backend stub); reinstall mlplane's 'triton' extra")
+    return install
+
+
+class TritonRuntime:
+    """NVIDIA Triton Inference Server with its Python backend running the MLflow pyfunc.
+
+    One ``tritonserver`` per deployment, in explicit model-control mode, on a model repository
+    generated from the MLflow signature (:mod:`mlplane.runtime.triton_repo`). A switch writes the
+    new version's directory, points ``version_policy`` at it and asks Triton to load the model:
+    Triton loads the new version next to the old one and swaps when it is ready.
+    """
+
+    needs_signature = True
+    metrics_port = True
+
+    def __init__(self) -> None:
+        self._install: TritonInstall | None = None
+
+    @property
+    def install(self) -> TritonInstall:
+        if self._install is None:
+            self._install = find_triton()
+        return self._install
+
+    def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
+                signature: Signature | None) -> Prepared:
+        name = dep.metadata.name
+        sig = signature or Signature([], [])
+        base = ctx.paths.triton_dir(name)
+        files = repository_files(name, model.version, model.uri, sig.inputs, sig.outputs, dep.spec)
+        backend = base / "backends" / "python"
+        install = self.install
+        return Prepared(
+            files={base / "models" / path: text for path, text in files.items()},
+            copies={
+                backend / "libtriton_python.so": install.python_backend / "libtriton_python.so",
+                backend / "triton_python_backend_utils.py": install.python_backend / "triton_python_backend_utils.py",
+                backend / "triton_python_backend_stub": install.stub,
+            },
+        )
+
+    def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+        return triton_process(ctx.paths, name, endpoint, ctx.tracking_uri, ctx.grace_period_s, self.install)
+
+    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
+        return LoadRequest(f"/v2/repository/models/{name}/load", {})
+
+
+RUNTIMES: Mapping[str, LocalRuntime] = {"kserve": KServeRuntime(), "triton": TritonRuntime()}
+
+
+def runtime_for(name: str) -> LocalRuntime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        available = ", ".join(f"'{n}'" for n in RUNTIMES)
+        raise UnsupportedRuntime(f"spec.runtime: '{name}' is not available in the local runtime yet; "
+                                 f"available: {available}") from None
