@@ -1,0 +1,436 @@
+"""Render a `ModelDeployment` into the Kubernetes objects that serve it. Pure: no I/O, no API calls.
+
+`render(deployment, platform, resolved)` returns plain dicts ready for server-side apply:
+
+- `runtime: kserve | triton` — a KServe `InferenceService` (RawDeployment), a `PodDisruptionBudget`,
+  a `ServiceMonitor` and, with `spec.autoscaling`, a KEDA `ScaledObject` on the predictor Deployment;
+- `runtime: ray` — a KubeRay `RayService` (head group + one worker group, in-tree autoscaling).
+
+Resolving `spec.model` to a registry version and artifact location is I/O (MLflow); the caller does it
+and passes a `ResolvedArtifact`. Owner references are the operator's to add.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from mlplane.spec.common import Runtime
+from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ScaleTarget
+from mlplane.spec.platform import Platform
+
+Obj = dict[str, Any]
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+DEFAULT_RAY_IMPORT_PATH = "mlplane.serving.ray_app:app"
+RAY_VERSION = "2.60.0"
+DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
+
+# Used when `spec.autoscaling.target` is unset.
+DEFAULT_SCALE_TARGET = ScaleTarget(metric="concurrency", value=10)
+# Metrics that exist only while a pod runs on a GPU: they cannot wake a deployment scaled to zero.
+GPU_METRICS = frozenset({"gpu-utilization"})
+# Scale-down never removes more than this many pods per period, whatever the recommendation.
+SCALE_DOWN_POLICY = {"type": "Pods", "value": 1, "periodSeconds": 60}
+SCALE_UP_POLICIES = [{"type": "Percent", "value": 100, "periodSeconds": 15},
+                     {"type": "Pods", "value": 4, "periodSeconds": 15}]
+
+NOTE_ANNOTATION = "mlplane.io/autoscaling-note"
+
+
+@dataclass(frozen=True)
+class ResolvedArtifact:
+    """What `spec.model` resolved to in the registry: the version and where its files are."""
+
+    registry_version: str
+    storage_uri: str  # the model version's artifact location, e.g. s3://bucket/1/abc/artifacts/model
+
+
+@dataclass(frozen=True)
+class _KServeFlavour:
+    """How one KServe-backed runtime is served and observed."""
+
+    model_format: str
+    serving_runtime: str  # a ClusterServingRuntime shipped by the mlplane chart
+    metrics_port: int
+    # metric → PromQL over the predictor's pods (`{sel}` is the label selector), summed over pods.
+    request_queries: dict[str, str]
+
+
+_KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
+    # KServe's Python ModelServer (MLflow pyfunc): histograms per predict call on the HTTP port.
+    "kserve": _KServeFlavour(
+        model_format="mlflow",
+        serving_runtime="mlplane-mlflow",
+        metrics_port=8080,
+        request_queries={
+            "rps": "sum(rate(request_predict_seconds_count{sel}[1m]))",
+            # Little's law: the rate of summed latency is the mean number of requests in flight.
+            "concurrency": "sum(rate(request_predict_seconds_sum{sel}[1m]))",
+            # The ModelServer exports no queue gauge; in-flight requests are the closest measure.
+            "queue-depth": "sum(rate(request_predict_seconds_sum{sel}[1m]))",
+        },
+    ),
+    # NVIDIA Triton: its own metrics endpoint on 8002.
+    "triton": _KServeFlavour(
+        model_format="triton",
+        serving_runtime="mlplane-triton",
+        metrics_port=8002,
+        request_queries={
+            "rps": "sum(rate(nv_inference_request_success{sel}[1m]))",
+            "concurrency": "sum(rate(nv_inference_request_duration_us{sel}[1m])) / 1e6",
+            "queue-depth": "sum(nv_inference_pending_request_count{sel})",
+        },
+    ),
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+def effective_runtime(deployment: ModelDeployment, platform: Platform) -> Runtime:
+    """`spec.runtime` when the deployment names one, else the platform's `serving.defaultRuntime`."""
+    if "runtime" in deployment.spec.model_fields_set:
+        return deployment.spec.runtime
+    return platform.spec.serving.default_runtime
+
+
+def namespace_of(deployment: ModelDeployment) -> str:
+    return deployment.metadata.namespace or DEFAULT_NAMESPACE
+
+
+def predictor_name(deployment: ModelDeployment) -> str:
+    """The Deployment (and Service) KServe creates for the predictor in RawDeployment mode."""
+    return f"{deployment.metadata.name}-predictor"
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value: at most 63 of [A-Za-z0-9_.-], starting and ending alphanumeric."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+    return value.strip("-_.")
+
+
+def labels(deployment: ModelDeployment, resolved: ResolvedArtifact) -> dict[str, str]:
+    """Labels on every rendered object: the deployment's own, then mlplane's (which win)."""
+    name = deployment.metadata.name
+    return {
+        **deployment.metadata.labels,
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": "mlplane",
+        "app.kubernetes.io/managed-by": "mlplane",
+        "mlplane.io/deployment": name,
+        "mlplane.io/model-version": label_value(resolved.registry_version),
+    }
+
+
+def selector_labels(deployment: ModelDeployment, component: str) -> dict[str, str]:
+    """Labels that pick one component's pods (stable across model versions)."""
+    return {"mlplane.io/deployment": deployment.metadata.name, "app.kubernetes.io/component": component}
+
+
+def _metadata(deployment: ModelDeployment, resolved: ResolvedArtifact, name: str,
+              annotations: dict[str, str] | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": namespace_of(deployment), "labels": labels(deployment, resolved)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _resources(deployment: ModelDeployment, platform: Platform) -> Obj:
+    """cpu/memory requests and limits; GPUs as a limit on the platform's GPU resource name."""
+    spec = deployment.spec.resources
+    out: Obj = {}
+    for section in ("requests", "limits"):
+        given = getattr(spec, section)
+        values = {k: v for k, v in (given.model_dump(exclude_none=True) if given else {}).items()}
+        if section == "limits" and spec.gpus:
+            values[platform.spec.gpu_node_pool.gpu_resource_name] = str(spec.gpus)
+        if values:
+            out[section] = values
+    return out
+
+
+def _gpu_placement(deployment: ModelDeployment, platform: Platform) -> Obj:
+    """nodeSelector and tolerations for GPU pods; nothing for CPU-only ones."""
+    if not deployment.spec.resources.gpus:
+        return {}
+    pool = platform.spec.gpu_node_pool
+    out: Obj = {}
+    if pool.node_selector:
+        out["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    return out
+
+
+def rollout_strategy(gpus_per_replica: int, gpu_headroom: int) -> Obj:
+    """RollingUpdate settings that fit the GPUs available.
+
+    A surge pod needs `gpus_per_replica` spare GPUs; without them it stays Pending and the rollout
+    stalls, so replace one pod at a time instead. CPU-only deployments surge by 25%.
+    """
+    if gpus_per_replica == 0:
+        rolling: Obj = {"maxSurge": "25%", "maxUnavailable": 0}
+    elif gpu_headroom >= gpus_per_replica:
+        rolling = {"maxSurge": 1, "maxUnavailable": 0}
+    else:
+        rolling = {"maxSurge": 0, "maxUnavailable": 1}
+    return {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def _number(value: float) -> str:
+    return format(value, "g")
+
+
+# --------------------------------------------------------------------------- autoscaling
+@dataclass(frozen=True)
+class ReplicaBounds:
+    """Replica bounds after mlplane's rules, and why they differ from the spec (if they do)."""
+
+    min_replicas: int
+    max_replicas: int
+    note: str | None = None
+
+
+def replica_bounds(deployment: ModelDeployment) -> ReplicaBounds:
+    """Bounds from `spec.autoscaling` (or `spec.replicas`); scale to zero is refused for GPU metrics."""
+    spec = deployment.spec
+    scaling = spec.autoscaling
+    if scaling is None:
+        return ReplicaBounds(spec.replicas, max(spec.replicas, 1))
+    target = scaling.target or DEFAULT_SCALE_TARGET
+    if scaling.min_replicas == 0 and target.metric in GPU_METRICS:
+        return ReplicaBounds(1, max(scaling.max_replicas, 1), note=(
+            f"minReplicas 0 raised to 1: {target.metric} is only reported by running GPU pods, so it "
+            "cannot scale a deployment up from zero; scale on concurrency, rps or queue-depth to allow zero"))
+    return ReplicaBounds(scaling.min_replicas, scaling.max_replicas)
+
+
+def scale_down_window(deployment: ModelDeployment, scaling: AutoscalingSpec) -> int:
+    """Seconds of low load before scaling down: at least a cold start, so a new pod is not wasted."""
+    window = scaling.scale_down.stabilization_window_seconds
+    if deployment.spec.cold_start_seconds is not None:
+        window = max(window, math.ceil(deployment.spec.cold_start_seconds))
+    return window
+
+
+def prometheus_trigger(deployment: ModelDeployment, flavour: _KServeFlavour, target: ScaleTarget,
+                       prometheus_url: str) -> Obj:
+    """A KEDA prometheus trigger for the target metric over the predictor's pods."""
+    sel = f'{{namespace="{namespace_of(deployment)}",pod=~"{predictor_name(deployment)}-.*"}}'
+    if target.metric == "gpu-utilization":
+        # Already a per-pod average (percent): compare as is, not divided by the replica count.
+        query = f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{sel}[2m]))"
+        metric_type = "Value"
+    else:
+        # Summed over pods: KEDA's AverageValue divides by replicas, so `value` is per replica.
+        query = flavour.request_queries[target.metric].replace("{sel}", sel)
+        metric_type = "AverageValue"
+    return {
+        "type": "prometheus",
+        "name": target.metric,
+        "metricType": metric_type,
+        "metadata": {"serverAddress": prometheus_url, "query": query, "threshold": _number(target.value)},
+    }
+
+
+def scaled_object(deployment: ModelDeployment, resolved: ResolvedArtifact, flavour: _KServeFlavour, *,
+                  prometheus_url: str) -> Obj:
+    """A KEDA ScaledObject that scales the predictor Deployment on the spec's target metric."""
+    scaling = deployment.spec.autoscaling
+    assert scaling is not None
+    bounds = replica_bounds(deployment)
+    target = scaling.target or DEFAULT_SCALE_TARGET
+    down = scale_down_window(deployment, scaling)
+    spec: Obj = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": predictor_name(deployment)},
+        "minReplicaCount": bounds.min_replicas,
+        "maxReplicaCount": bounds.max_replicas,
+        "pollingInterval": 15,
+    }
+    if bounds.min_replicas == 0:  # the 1 → 0 step is KEDA's, not the HPA's: give it the same patience
+        spec["cooldownPeriod"] = max(down, 30)
+    spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": {
+        "scaleUp": {"stabilizationWindowSeconds": scaling.scale_up.stabilization_window_seconds,
+                    "selectPolicy": "Max", "policies": [dict(p) for p in SCALE_UP_POLICIES]},
+        "scaleDown": {"stabilizationWindowSeconds": down, "selectPolicy": "Min",
+                      "policies": [dict(SCALE_DOWN_POLICY)]},
+    }}}
+    spec["triggers"] = [prometheus_trigger(deployment, flavour, target, prometheus_url)]
+    annotations = {NOTE_ANNOTATION: bounds.note} if bounds.note else None
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations), "spec": spec}
+
+
+# --------------------------------------------------------------------------- kserve / triton
+def inference_service(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
+                      flavour: _KServeFlavour, *, gpu_headroom: int) -> Obj:
+    """A KServe v1beta1 InferenceService in RawDeployment mode."""
+    bounds = replica_bounds(deployment)
+    annotations = {"serving.kserve.io/deploymentMode": "RawDeployment", "mlplane.io/model": deployment.spec.model}
+    if deployment.spec.autoscaling is not None:
+        # KEDA owns the replica count: KServe must neither create an HPA nor reset replicas.
+        annotations["serving.kserve.io/autoscalerClass"] = "external"
+    if bounds.note:
+        annotations[NOTE_ANNOTATION] = bounds.note
+    model: Obj = {
+        "modelFormat": {"name": flavour.model_format},
+        "protocolVersion": "v2",
+        "runtime": flavour.serving_runtime,
+        "storageUri": resolved.storage_uri,
+    }
+    resources = _resources(deployment, platform)
+    if resources:
+        model["resources"] = resources
+    predictor: Obj = {
+        "labels": {**labels(deployment, resolved), **selector_labels(deployment, "predictor")},
+        "minReplicas": bounds.min_replicas,
+        "maxReplicas": bounds.max_replicas,
+        "deploymentStrategy": rollout_strategy(deployment.spec.resources.gpus, gpu_headroom),
+        **_gpu_placement(deployment, platform),
+        "model": model,
+    }
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
+            "spec": {"predictor": predictor}}
+
+
+def pod_disruption_budget(deployment: ModelDeployment, resolved: ResolvedArtifact) -> Obj:
+    """At most one predictor pod evicted at a time (node drains, cluster upgrades)."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _metadata(deployment, resolved, predictor_name(deployment)),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(deployment, "predictor")}}}
+
+
+def service_monitor(deployment: ModelDeployment, resolved: ResolvedArtifact, flavour: _KServeFlavour) -> Obj:
+    """A Prometheus-operator ServiceMonitor scraping the predictor's metrics port.
+
+    It selects the Service KServe creates for the predictor and scrapes the pods' `targetPort`, so the
+    port need only be declared on the container (Triton's 8002 is not on the Service).
+    """
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": _metadata(deployment, resolved, predictor_name(deployment)),
+        "spec": {
+            "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": deployment.metadata.name}},
+            "namespaceSelector": {"matchNames": [namespace_of(deployment)]},
+            "endpoints": [{"targetPort": flavour.metrics_port, "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
+
+def _render_kserve(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
+                   runtime: str, opts: _Options) -> list[Obj]:
+    flavour = _KSERVE_FLAVOURS[runtime]
+    objects = [inference_service(deployment, platform, resolved, flavour, gpu_headroom=opts.gpu_headroom),
+               pod_disruption_budget(deployment, resolved)]
+    if deployment.spec.autoscaling is not None:
+        objects.append(scaled_object(deployment, resolved, flavour, prometheus_url=opts.prometheus_url))
+    objects.append(service_monitor(deployment, resolved, flavour))
+    return objects
+
+
+# --------------------------------------------------------------------------- ray
+def serve_config(deployment: ModelDeployment, resolved: ResolvedArtifact, import_path: str) -> str:
+    """Ray Serve's `serveConfigV2`: one application named after the deployment."""
+    app: Obj = {
+        "name": deployment.metadata.name,
+        "route_prefix": "/",
+        "import_path": import_path,
+        "args": {"model_uri": resolved.storage_uri, "registry_version": resolved.registry_version},
+    }
+    return yaml.safe_dump({"applications": [app]}, sort_keys=False)
+
+
+def ray_service(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
+                import_path: str = DEFAULT_RAY_IMPORT_PATH, image: str = DEFAULT_RAY_IMAGE) -> Obj:
+    """A KubeRay v1 RayService skeleton: a head without Serve replicas and one autoscaled worker group."""
+    bounds = replica_bounds(deployment)
+    gpus = deployment.spec.resources.gpus
+    pod_labels = {**labels(deployment, resolved)}
+    head = {
+        "rayStartParams": {"num-cpus": "0"},  # keep replicas off the head
+        "template": {
+            "metadata": {"labels": {**pod_labels, **selector_labels(deployment, "ray-head")}},
+            "spec": {"containers": [{
+                "name": "ray-head",
+                "image": image,
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+                "ports": [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+                          {"name": "client", "containerPort": 10001}, {"name": "serve", "containerPort": 8000}],
+            }]},
+        },
+    }
+    worker_container: Obj = {"name": "ray-worker", "image": f"{image}-gpu" if gpus else image}
+    resources = _resources(deployment, platform)
+    if resources:
+        worker_container["resources"] = resources
+    worker = {
+        "groupName": "gpu-workers" if gpus else "workers",
+        "replicas": bounds.min_replicas,
+        "minReplicas": bounds.min_replicas,
+        "maxReplicas": bounds.max_replicas,
+        "rayStartParams": {},
+        "template": {
+            "metadata": {"labels": {**pod_labels, **selector_labels(deployment, "ray-worker")}},
+            "spec": {"containers": [worker_container], **_gpu_placement(deployment, platform)},
+        },
+    }
+    annotations = {"mlplane.io/model": deployment.spec.model}
+    if bounds.note:
+        annotations[NOTE_ANNOTATION] = bounds.note
+    return {
+        "apiVersion": "ray.io/v1", "kind": "RayService",
+        "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
+        "spec": {
+            "serveConfigV2": serve_config(deployment, resolved, import_path),
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                "enableInTreeAutoscaling": True,
+                "headGroupSpec": head,
+                "workerGroupSpecs": [worker],
+            },
+        },
+    }
+
+
+def _render_ray(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
+                runtime: str, opts: _Options) -> list[Obj]:
+    return [ray_service(deployment, platform, resolved, import_path=opts.ray_import_path, image=opts.ray_image)]
+
+
+# --------------------------------------------------------------------------- entry point
+@dataclass(frozen=True)
+class _Options:
+    gpu_headroom: int
+    prometheus_url: str
+    ray_import_path: str
+    ray_image: str
+
+
+_RENDERERS: dict[str, Callable[[ModelDeployment, Platform, ResolvedArtifact, str, _Options], list[Obj]]] = {
+    "kserve": _render_kserve,
+    "triton": _render_kserve,
+    "ray": _render_ray,
+}
+
+
+def render(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
+           gpu_headroom: int = 0, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+           ray_import_path: str = DEFAULT_RAY_IMPORT_PATH, ray_image: str = DEFAULT_RAY_IMAGE) -> list[Obj]:
+    """The Kubernetes objects serving `deployment` on `platform`, in apply order.
+
+    `gpu_headroom` is the number of GPUs free for a surge pod during a rolling update (0: replace pods
+    one at a time). It becomes a spec field next; until then the caller passes it.
+    `prometheus_url` is where KEDA queries metrics; `ray_import_path` is the Ray Serve application
+    (`module:attribute`) a `runtime: ray` deployment runs.
+    """
+    if gpu_headroom < 0:
+        raise ValueError(f"gpu_headroom must be 0 or more, got {gpu_headroom}")
+    runtime = effective_runtime(deployment, platform)
+    opts = _Options(gpu_headroom, prometheus_url, ray_import_path, ray_image)
+    return _RENDERERS[runtime](deployment, platform, resolved, runtime, opts)

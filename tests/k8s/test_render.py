@@ -1,0 +1,341 @@
+"""`mlplane.k8s.render`: spec → Kubernetes objects, validated against real schemas, pinned by golden files."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_schema_helpers import REPO_ROOT, errors, upstream_validator
+
+from mlplane.k8s import ResolvedArtifact, effective_runtime, render
+from mlplane.k8s.render import rollout_strategy
+from mlplane.spec import ModelDeployment, Platform
+
+K8S_VERSION = "1.32"
+GOLDEN_DIR = REPO_ROOT / "tests" / "golden" / "render"
+UPDATE_GOLDEN = os.environ.get("MLPLANE_UPDATE_GOLDEN") == "1"
+ARTIFACT = ResolvedArtifact(registry_version="7", storage_uri="s3://mlflow-artifacts/1/abc123/artifacts/model")
+
+PROD_PLATFORM = Platform.model_validate({
+    "metadata": {"name": "prod", "namespace": "mlplane-system"},
+    "spec": {"gpuNodePool": {
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}],
+    }},
+})
+
+
+def deployment(spec: dict[str, Any], name: str = "iris", namespace: str | None = None,
+               labels: dict[str, str] | None = None) -> ModelDeployment:
+    metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return ModelDeployment.model_validate({"metadata": metadata, "spec": {"model": "models:/iris@champion", **spec}})
+
+
+# name → (deployment, platform, render keyword arguments)
+CASES: dict[str, tuple[ModelDeployment, Platform, dict[str, Any]]] = {
+    "kserve-cpu": (
+        deployment({"runtime": "kserve", "replicas": 2,
+                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                  "limits": {"cpu": "1", "memory": "1Gi"}}},
+                   labels={"team": "ml"}),
+        Platform.default(), {},
+    ),
+    "kserve-gpu-autoscaling": (
+        deployment({"runtime": "kserve",
+                    "autoscaling": {"minReplicas": 0, "maxReplicas": 4,
+                                    "target": {"metric": "gpu-utilization", "value": 70},
+                                    "scaleDown": {"stabilizationWindowSeconds": 60}},
+                    "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "gpus": 1},
+                    "coldStartSeconds": 180.5},
+                   name="llm", namespace="ml"),
+        Platform.default(), {"gpu_headroom": 1},
+    ),
+    "triton-gpu-no-headroom": (
+        deployment({"runtime": "triton", "model": "models:/ranker/7",
+                    "autoscaling": {"minReplicas": 0, "maxReplicas": 6,
+                                    "target": {"metric": "queue-depth", "value": 8},
+                                    "scaleUp": {"stabilizationWindowSeconds": 30}},
+                    "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "gpus": 2}},
+                   name="ranker", namespace="ml"),
+        PROD_PLATFORM, {"gpu_headroom": 1},
+    ),
+    "ray": (
+        deployment({"runtime": "ray", "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+                    "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "gpus": 1}},
+                   name="rag", namespace="ml"),
+        Platform.default(), {"ray_import_path": "mlplane_rag.app:build"},
+    ),
+}
+
+
+def rendered(case: str) -> list[dict[str, Any]]:
+    dep, platform, kwargs = CASES[case]
+    return render(dep, platform, ARTIFACT, **kwargs)
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds = [o["kind"] for o in objects]
+    assert len(set(kinds)) == len(kinds), kinds
+    return {o["kind"]: o for o in objects}
+
+
+# --------------------------------------------------------------------------- schemas
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_CUSTOM_VERSIONS = {"InferenceService": "v1beta1", "ScaledObject": "v1alpha1", "RayService": "v1"}
+
+
+def assert_service_monitor_shape(obj: dict[str, Any]) -> None:
+    """monitoring.coreos.com has no CRD in ../shared/crds: check the fields we rely on."""
+    spec = obj["spec"]
+    assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+    assert spec["selector"]["matchLabels"] and all(isinstance(v, str) for v in spec["selector"]["matchLabels"].values())
+    assert spec["namespaceSelector"] == {"matchNames": [obj["metadata"]["namespace"]]}
+    for endpoint in spec["endpoints"]:
+        assert set(endpoint) <= {"port", "targetPort", "path", "interval", "scheme"}
+        assert isinstance(endpoint["targetPort"], int) and endpoint["path"].startswith("/")
+        assert re.fullmatch(r"\d+s", endpoint["interval"])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_object_matches_its_schema(case: str) -> None:
+    for obj in rendered(case):
+        meta = obj["metadata"]
+        assert meta["namespace"] and "ownerReferences" not in meta
+        assert all(_LABEL_VALUE.match(v) and len(v) <= 63 for v in meta["labels"].values()), meta["labels"]
+        group, _, version = obj["apiVersion"].rpartition("/")
+        if obj["kind"] == "PodDisruptionBudget":
+            assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == K8S_VERSION
+        elif obj["kind"] == "ServiceMonitor":
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            assert_service_monitor_shape(obj)
+        else:
+            assert version == _CUSTOM_VERSIONS[obj["kind"]], obj["apiVersion"]
+            assert errors(upstream_validator(obj["kind"], version), obj) == [], obj["kind"]
+
+
+def test_schema_check_catches_a_misplaced_field() -> None:
+    """The CRD validation is strict enough to matter: a field KServe does not know is an error."""
+    isvc = by_kind(rendered("kserve-cpu"))["InferenceService"]
+    isvc["spec"]["predictor"]["rollingUpdate"] = {"maxSurge": 1}
+    found = errors(upstream_validator("InferenceService", "v1beta1"), isvc)
+    assert any("rollingUpdate" in e for e in found), found
+
+
+# --------------------------------------------------------------------------- golden files
+def _golden_text(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False, width=120)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    path = GOLDEN_DIR / f"{case}.yaml"
+    text = _golden_text(rendered(case))
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run `MLPLANE_UPDATE_GOLDEN=1 pytest tests/k8s` and review the new file")
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                            f"golden/{path.name}", "rendered"))
+        pytest.fail(f"rendered objects differ from {path.relative_to(REPO_ROOT)}; if the change is intended, "
+                    f"run `MLPLANE_UPDATE_GOLDEN=1 pytest tests/k8s` and review the diff:\n{diff}")
+
+
+def test_no_stray_golden_files() -> None:
+    assert sorted(p.stem for p in GOLDEN_DIR.glob("*.yaml")) == sorted(CASES)
+
+
+# --------------------------------------------------------------------------- behaviour
+def test_kserve_cpu_objects() -> None:
+    objs = by_kind(rendered("kserve-cpu"))
+    assert list(objs) == ["InferenceService", "PodDisruptionBudget", "ServiceMonitor"]
+    isvc = objs["InferenceService"]
+    assert isvc["metadata"]["namespace"] == "default"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"] == {
+        "modelFormat": {"name": "mlflow"}, "protocolVersion": "v2", "runtime": "mlplane-mlflow",
+        "storageUri": ARTIFACT.storage_uri,
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 2)
+    assert "nodeSelector" not in predictor and "tolerations" not in predictor
+    labels = isvc["metadata"]["labels"]
+    assert labels["team"] == "ml"
+    assert labels["app.kubernetes.io/part-of"] == labels["app.kubernetes.io/managed-by"] == "mlplane"
+    assert objs["PodDisruptionBudget"]["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"mlplane.io/deployment": "iris", "app.kubernetes.io/component": "predictor"}}}
+    pod_labels = predictor["labels"]
+    assert objs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_model_version_label_and_storage_uri(case: str) -> None:
+    for obj in rendered(case):
+        assert obj["metadata"]["labels"]["mlplane.io/model-version"] == "7"
+        assert obj["metadata"]["labels"]["mlplane.io/deployment"] == CASES[case][0].metadata.name
+    kinds = by_kind(rendered(case))
+    if "InferenceService" in kinds:
+        assert kinds["InferenceService"]["spec"]["predictor"]["model"]["storageUri"] == ARTIFACT.storage_uri
+    else:
+        serve = yaml.safe_load(kinds["RayService"]["spec"]["serveConfigV2"])
+        assert serve["applications"][0]["args"]["model_uri"] == ARTIFACT.storage_uri
+
+
+def test_version_label_is_sanitised() -> None:
+    dep, platform, _ = CASES["kserve-cpu"]
+    objs = render(dep, platform, ResolvedArtifact("run/abc:1+x", "s3://b/m"))
+    assert objs[0]["metadata"]["labels"]["mlplane.io/model-version"] == "run-abc-1-x"
+
+
+@pytest.mark.parametrize("case", ["kserve-gpu-autoscaling", "triton-gpu-no-headroom"])
+def test_gpu_deployments_get_placement_and_limits(case: str) -> None:
+    dep, platform, _ = CASES[case]
+    predictor = by_kind(rendered(case))["InferenceService"]["spec"]["predictor"]
+    pool = platform.spec.gpu_node_pool
+    assert predictor["nodeSelector"] == pool.node_selector
+    assert predictor["tolerations"] == [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    assert predictor["model"]["resources"]["limits"][pool.gpu_resource_name] == str(dep.spec.resources.gpus)
+    assert pool.gpu_resource_name not in predictor["model"]["resources"].get("requests", {})
+
+
+def test_gpu_resource_name_comes_from_the_platform() -> None:
+    platform = Platform.model_validate({"metadata": {"name": "amd"},
+                                        "spec": {"gpuNodePool": {"gpuResourceName": "amd.com/gpu"}}})
+    dep = deployment({"resources": {"gpus": 1}})
+    limits = render(dep, platform, ARTIFACT)[0]["spec"]["predictor"]["model"]["resources"]["limits"]
+    assert limits == {"amd.com/gpu": "1"}
+
+
+@pytest.mark.parametrize(("gpus", "headroom", "surge", "unavailable"), [
+    (0, 0, "25%", 0),
+    (1, 0, 0, 1),
+    (1, 1, 1, 0),
+    (2, 1, 0, 1),
+    (2, 2, 1, 0),
+])
+def test_rollout_surges_only_into_spare_gpus(gpus: int, headroom: int, surge: Any, unavailable: int) -> None:
+    assert rollout_strategy(gpus, headroom) == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+    dep = deployment({"resources": {"gpus": gpus}})
+    strategy = render(dep, Platform.default(), ARTIFACT, gpu_headroom=headroom)[0]["spec"]["predictor"]
+    assert strategy["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": surge, "maxUnavailable": unavailable}
+
+
+def test_negative_headroom_is_refused() -> None:
+    with pytest.raises(ValueError, match="gpu_headroom"):
+        render(deployment({}), Platform.default(), ARTIFACT, gpu_headroom=-1)
+
+
+def _scaled(spec: dict[str, Any]) -> dict[str, Any]:
+    return by_kind(render(deployment(spec), Platform.default(), ARTIFACT))["ScaledObject"]
+
+
+@pytest.mark.parametrize(("window", "cold", "expected"), [(300, None, 300), (300, 400, 400), (300, 10.2, 300),
+                                                          (0, 90.1, 91)])
+def test_scale_down_waits_at_least_a_cold_start(window: int, cold: float | None, expected: int) -> None:
+    spec: dict[str, Any] = {"autoscaling": {"maxReplicas": 3, "scaleDown": {"stabilizationWindowSeconds": window}}}
+    if cold is not None:
+        spec["coldStartSeconds"] = cold
+    behavior = _scaled(spec)["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == expected
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+
+
+def test_scale_to_zero_is_refused_for_gpu_metrics() -> None:
+    objs = by_kind(rendered("kserve-gpu-autoscaling"))
+    scaled = objs["ScaledObject"]
+    assert scaled["spec"]["minReplicaCount"] == 1 and "cooldownPeriod" not in scaled["spec"]
+    assert "raised to 1" in scaled["metadata"]["annotations"]["mlplane.io/autoscaling-note"]
+    assert objs["InferenceService"]["spec"]["predictor"]["minReplicas"] == 1
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["metricType"] == "Value" and trigger["metadata"]["threshold"] == "70"
+    assert trigger["metadata"]["query"] == (
+        'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{namespace="ml",pod=~"llm-predictor-.*"}[2m]))')
+
+
+def test_scale_to_zero_is_allowed_for_request_metrics() -> None:
+    objs = by_kind(rendered("triton-gpu-no-headroom"))
+    scaled = objs["ScaledObject"]["spec"]
+    assert scaled["minReplicaCount"] == 0 and scaled["cooldownPeriod"] == 300
+    assert "annotations" not in objs["ScaledObject"]["metadata"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ranker-predictor"}
+    trigger = scaled["triggers"][0]
+    assert trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"] == (
+        'sum(nv_inference_pending_request_count{namespace="ml",pod=~"ranker-predictor-.*"})')
+    annotations = objs["InferenceService"]["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/autoscalerClass"] == "external"
+
+
+@pytest.mark.parametrize(("runtime", "metric", "fragment"), [
+    ("kserve", "rps", "rate(request_predict_seconds_count{"),
+    ("kserve", "concurrency", "rate(request_predict_seconds_sum{"),
+    ("triton", "rps", "rate(nv_inference_request_success{"),
+    ("triton", "concurrency", "rate(nv_inference_request_duration_us{"),
+])
+def test_request_metric_queries(runtime: str, metric: str, fragment: str) -> None:
+    scaled = _scaled({"runtime": runtime, "autoscaling": {"maxReplicas": 2, "target": {"metric": metric, "value": 3}}})
+    query = scaled["spec"]["triggers"][0]["metadata"]["query"]
+    assert fragment in query and 'pod=~"iris-predictor-.*"' in query
+
+
+def test_triton_flavour() -> None:
+    model = by_kind(rendered("triton-gpu-no-headroom"))["InferenceService"]["spec"]["predictor"]["model"]
+    assert (model["modelFormat"], model["runtime"]) == ({"name": "triton"}, "mlplane-triton")
+    monitor = by_kind(rendered("triton-gpu-no-headroom"))["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["targetPort"] == 8002
+
+
+def test_runtime_defaults_to_the_platform_default() -> None:
+    platform = Platform.model_validate({"metadata": {"name": "p"}, "spec": {"serving": {"defaultRuntime": "triton"}}})
+    unnamed = deployment({})
+    assert effective_runtime(unnamed, platform) == "triton"
+    assert effective_runtime(deployment({"runtime": "kserve"}), platform) == "kserve"
+    assert render(unnamed, platform, ARTIFACT)[0]["spec"]["predictor"]["model"]["runtime"] == "mlplane-triton"
+
+
+def test_ray_service() -> None:
+    ray = by_kind(rendered("ray"))["RayService"]
+    serve = yaml.safe_load(ray["spec"]["serveConfigV2"])
+    assert [a["name"] for a in serve["applications"]] == ["rag"]
+    assert serve["applications"][0]["import_path"] == "mlplane_rag.app:build"
+    cluster = ray["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    (worker,) = cluster["workerGroupSpecs"]
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 4)
+    pod = worker["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert "nodeSelector" not in cluster["headGroupSpec"]["template"]["spec"]
+
+
+def test_ray_default_import_path_and_cpu_workers() -> None:
+    ray = render(deployment({"runtime": "ray"}), Platform.default(), ARTIFACT)
+    (obj,) = ray
+    serve = yaml.safe_load(obj["spec"]["serveConfigV2"])
+    assert serve["applications"][0]["import_path"] == "mlplane.serving.ray_app:app"
+    worker = obj["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["groupName"] == "workers" and "tolerations" not in worker["template"]["spec"]
+
+
+def test_render_is_pure() -> None:
+    assert rendered("kserve-gpu-autoscaling") == rendered("kserve-gpu-autoscaling")
+    dep, _, _ = CASES["kserve-cpu"]
+    before = dep.model_dump()
+    rendered("kserve-cpu")
+    assert dep.model_dump() == before
+
