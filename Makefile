@@ -31,9 +31,10 @@ test: venv
 lint: venv
 	$(BIN)/ruff check platform operators pipelines tests bench examples
 
-## schemas: regenerate the committed JSON Schemas from the spec models
+## schemas: regenerate the committed JSON Schemas and CRDs from the spec models
 schemas: venv
 	$(BIN)/python -m mlplane.spec.schema_gen
+	$(BIN)/python -m mlplane.k8s.crds
 
 ## docs: regenerate the spec and CLI references in docs/ from the code
 docs: venv
