@@ -69,3 +69,19 @@ def _describe(ref: ModelRef, exc: MlflowException) -> str:
 
 def _short(exc: MlflowException) -> str:
     return str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
+
+
+def artifact_location(tracking_uri: str, ref: ModelRef) -> tuple[str, str]:
+    """``(registry version, artifact location)`` of what ``ref`` points at now; storage URIs pass through.
+
+    The artifact location is where a cluster's model server downloads the files from (``s3://…`` with
+    an S3 artifact store; ``mlflow-artifacts:/…`` when MLflow proxies the store).
+    """
+    if ref.kind == "uri":
+        return "", ref.uri
+    resolved = resolve(tracking_uri, ref)
+    try:
+        location = _client(tracking_uri).get_model_version_download_uri(ref.name, resolved.version)
+    except MlflowException as exc:
+        raise RegistryError(_describe(ref, exc)) from None
+    return resolved.version, location

@@ -101,6 +101,16 @@ def test_readme_curl_example_works_as_documented(platform):
         assert reply["outputs"][0][key] == documented["outputs"][0][key], key
 
 
+def test_render_resolves_the_alias_to_the_versions_artifact_location(platform):
+    import yaml
+
+    out = mlplane(platform["dir"], "render", "-f", str(ROOT / "examples" / "iris" / "deployment.yaml"))
+    isvc = next(o for o in yaml.safe_load_all(out.stdout) if o["kind"] == "InferenceService")
+    location = MlflowClient(platform["tracking"]).get_model_version_download_uri("iris", "1")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == location
+    assert isvc["metadata"]["labels"]["mlplane.io/model-version"] == "1"
+
+
 def test_promote_switches_version_with_zero_failed_requests(platform):
     state_dir = platform["dir"]
     dep = status(state_dir)["deployments"]["iris"]

@@ -12,7 +12,7 @@ import pytest
 from mlplane import __version__
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
-COMMANDS = ["version", "validate", "up", "down", "status", "deploy", "undeploy", "promote", "logs"]
+COMMANDS = ["version", "validate", "up", "down", "status", "deploy", "undeploy", "promote", "logs", "render"]
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -93,3 +93,28 @@ def test_usage_errors_exit_2(tmp_path, args, needles):
 def test_down_without_platform_is_harmless(tmp_path):
     proc = run(tmp_path, "down")
     assert proc.returncode == 0 and "No platform was running" in proc.stdout
+
+
+def test_render_a_storage_uri_deployment_needs_no_registry(tmp_path):
+    import yaml
+
+    spec = tmp_path / "d.yaml"
+    spec.write_text("apiVersion: mlplane.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris, namespace: ml}\n"
+                    "spec: {model: 's3://models/iris/1', resources: {gpus: 1}}\n")
+    proc = run(tmp_path, "render", "-f", str(spec), "--platform", str(FIXTURES / "good" / "full_platform.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    objects = list(yaml.safe_load_all(proc.stdout))
+    isvc = next(o for o in objects if o["kind"] == "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://models/iris/1"
+    assert isvc["metadata"]["namespace"] == "ml"
+    assert predictor["tolerations"] and predictor["nodeSelector"]
+    assert {o["kind"] for o in objects} >= {"InferenceService", "PodDisruptionBudget"}
+
+
+def test_render_of_a_registry_model_without_mlflow_says_what_to_do(tmp_path):
+    env_free = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    args = ["render", "-f", str(FIXTURES / "good" / "minimal_deployment.yaml")]
+    proc = subprocess.run([sys.executable, "-m", "mlplane", *args], capture_output=True, text=True, timeout=120,
+                          env={**env_free, "MLPLANE_STATE_DIR": str(tmp_path / ".mlplane"), "COLUMNS": "200"})
+    assert_clean_failure(proc, 1, "--tracking-uri", "mlplane up")

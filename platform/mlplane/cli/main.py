@@ -297,6 +297,56 @@ def promote(
 
 
 @app.command()
+def render(
+    file: Path = typer.Option(..., "--file", "-f",
+                              help="ModelDeployment spec(s) (YAML); a Platform document in it applies."),
+    platform_file: Path | None = typer.Option(None, "--platform",
+                                              help="Platform spec (YAML) for GPU pool and serving defaults."),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="MLflow that resolves models:/ references (default: the running local platform's)."),
+    gpu_headroom: int = typer.Option(0, min=0, help="GPUs free for a surge pod during rolling updates."),
+    state_dir: Path | None = StateDirOpt,
+    output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format (yaml or json)."),
+) -> None:
+    """Print the Kubernetes objects for deployments: the same pure render the operator uses.
+
+    models:/NAME@ALIAS and models:/NAME/VERSION resolve in MLflow to the version's artifact location.
+    """
+    from mlplane import registry
+    from mlplane.k8s import ResolvedArtifact
+    from mlplane.k8s import render as render_objects
+
+    docs = _load(file)
+    platforms = [d for d in (_load(platform_file) if platform_file else docs) if isinstance(d, Platform)]
+    if len(platforms) > 1:
+        raise _fail("more than one Platform document given; keep one", 2)
+    platform = platforms[0] if platforms else Platform.default()
+    deployments = [d for d in docs if isinstance(d, ModelDeployment)]
+    if not deployments:
+        raise _fail(f"{file}: no ModelDeployment document in it", 2)
+    objects: list[dict[str, Any]] = []
+    for dep in deployments:
+        uri = tracking_uri
+        if dep.model_ref.kind != "uri" and not uri:
+            uri = (control.read_state(_paths(state_dir)) or {}).get("trackingUri")
+            if not uri:
+                raise _fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
+                            "set MLFLOW_TRACKING_URI, or run `mlplane up`")
+        try:
+            version, location = registry.artifact_location(uri or "", dep.model_ref)
+        except registry.RegistryError as exc:
+            raise _fail(str(exc)) from None
+        except Exception as exc:  # MLflow unreachable
+            raise _fail(f"MLflow at {uri} did not answer: {exc}") from None
+        objects += render_objects(dep, platform, ResolvedArtifact(version, location), gpu_headroom=gpu_headroom)
+    if output is Output.json:
+        out.print_json(json.dumps(objects))
+    else:
+        sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+
+
+@app.command()
 def logs(
     component: str = typer.Argument("supervisor", help="mlflow, supervisor, or a deployment name."),
     lines: int = typer.Option(50, "--tail", "-n", help="Lines to show from the end."),

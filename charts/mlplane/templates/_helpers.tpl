@@ -1,0 +1,108 @@
+{{/*
+Names. Kubernetes names and label values are at most 63 characters; the full name is cut to 63
+and the longest suffix used here ("-mlflow-artifacts", 17 characters) is added to it, so keep the
+full name (the release name when it contains "mlplane", else "<release>-mlplane", or
+fullnameOverride) to 46 characters or fewer; longer names fail with a clear message rather than
+being cut into clashes. Service names are DNS-1035 labels (63 characters): the same budget applies.
+*/}}
+{{- define "mlplane.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlplane.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<suffix>", failing instead of producing an invalid name. */}}
+{{- define "mlplane.componentName" -}}
+{{- $name := printf "%s-%s" (include "mlplane.fullname" .root) .suffix }}
+{{- if gt (len $name) 63 }}
+{{- fail (printf "resource name %q is longer than 63 characters: shorten the release name or set fullnameOverride" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{- define "mlplane.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels; call with (dict "root" $ "component" "operator"). Immutable on Deployments. */}}
+{{- define "mlplane.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlplane.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Common labels; call with (dict "root" $ "component" "operator"). */}}
+{{- define "mlplane.labels" -}}
+helm.sh/chart: {{ include "mlplane.chart" .root }}
+{{ include "mlplane.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: mlplane
+{{- end }}
+
+{{- define "mlplane.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{- define "mlplane.mlflowImage" -}}
+{{- printf "%s:%s" .Values.mlflow.image.repository (default .Chart.AppVersion .Values.mlflow.image.tag) }}
+{{- end }}
+
+{{/* The MLflow tracking URI inside the cluster. */}}
+{{- define "mlplane.mlflowUrl" -}}
+{{- printf "http://%s.%s.svc:%v" (include "mlplane.componentName" (dict "root" . "suffix" "mlflow")) .Release.Namespace .Values.mlflow.port }}
+{{- end }}
+
+{{- define "mlplane.dbSecretName" -}}
+{{- default (include "mlplane.componentName" (dict "root" . "suffix" "mlflow-db")) .Values.mlflow.backendStore.existingSecret }}
+{{- end }}
+
+{{/* Pod-level security context shared by every pod. */}}
+{{- define "mlplane.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context shared by every container. */}}
+{{- define "mlplane.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Fail early on invalid combinations of values. */}}
+{{- define "mlplane.validate" -}}
+{{- $b := .Values.mlflow.backendStore }}
+{{- if and (eq $b.type "postgresql") (not $b.host) }}
+{{- fail "mlflow.backendStore.host is required when mlflow.backendStore.type is postgresql" }}
+{{- end }}
+{{- if and (eq $b.type "sqlite") (gt (int .Values.mlflow.replicas) 1) }}
+{{- fail "mlflow.replicas > 1 needs mlflow.backendStore.type: postgresql (sqlite on a PVC is single-writer)" }}
+{{- end }}
+{{- $a := .Values.mlflow.artifactStore }}
+{{- if and (has $a.type (list "s3" "gcs")) (not $a.bucket) }}
+{{- fail (printf "mlflow.artifactStore.bucket is required when mlflow.artifactStore.type is %s" $a.type) }}
+{{- end }}
+{{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) }}
+{{- fail "mlflow.auth.existingSecret is required when mlflow.auth.enabled is true (a Secret with key basic_auth.ini)" }}
+{{- end }}
+{{- end }}

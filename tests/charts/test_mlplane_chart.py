@@ -1,0 +1,384 @@
+"""charts/mlplane rendered by the real Helm engine (helm-python-sdk) under every ci/*-values.yaml.
+
+No cluster: built-in objects are validated against the Kubernetes 1.32 schema, KServe's
+ClusterServingRuntimes against the upstream CRD in ../shared/crds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import cache
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_schema_helpers import REPO_ROOT, UPSTREAM_CRDS, errors, validator_for
+
+K8S_VERSION = "1.32"
+CHART = REPO_ROOT / "charts" / "mlplane"
+SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
+TFTPL = REPO_ROOT / "infra" / "terraform" / "modules" / "gpu-cluster" / "templates" / "mlplane-values.yaml.tftpl"
+CUSTOM_GROUPS = ("serving.kserve.io/",)
+RELEASE, NAMESPACE = "mlplane", "mlplane"
+
+Obj = dict[str, Any]
+
+
+def _values(scenario: str) -> Obj:
+    return yaml.safe_load((CHART / "ci" / f"{scenario}-values.yaml").read_text(encoding="utf-8")) or {}
+
+
+def render(values: Obj | None = None, *, name: str = RELEASE) -> dict[str, str]:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        return chart.render(copy.deepcopy(values or {}), name=name, namespace=NAMESPACE, is_install=True)
+
+
+def objects(manifests: dict[str, str]) -> list[Obj]:
+    return [doc for path, text in manifests.items() if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+@cache
+def _rendered(scenario: str) -> tuple[dict[str, str], list[Obj]]:
+    manifests = render(_values(scenario))
+    return manifests, objects(manifests)
+
+
+def scenario_objects(scenario: str) -> list[Obj]:
+    return copy.deepcopy(_rendered(scenario)[1])
+
+
+def find(objs: list[Obj], kind: str, name: str) -> Obj:
+    matches = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {[(o['kind'], o['metadata']['name']) for o in objs]}"
+    return matches[0]
+
+
+def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
+    out = []
+    for o in objs:
+        if o["kind"] == "Deployment":
+            out.append((f"Deployment/{o['metadata']['name']}", o["spec"]["template"]["spec"]))
+        elif o["kind"] == "Pod":
+            out.append((f"Pod/{o['metadata']['name']}", o["spec"]))
+    return out
+
+
+# --------------------------------------------------------------------------- render, lint, schemas
+def test_chart_metadata_and_scenarios() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert (chart["apiVersion"], chart["name"], chart["version"], chart["appVersion"]) == (
+        "v2", "mlplane", "0.1.0", "0.1.0")
+    assert {"default", "production", "auth"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_strict_lint_passes(scenario: str) -> None:
+    report = helm_python.lint(str(CHART), _values(scenario), strict=True, namespace=NAMESPACE,
+                              kube_version=f"v{K8S_VERSION}.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_builtin_objects_validate_against_kubernetes(scenario: str) -> None:
+    builtin = [o for o in scenario_objects(scenario) if not o["apiVersion"].startswith(CUSTOM_GROUPS)]
+    assert len(builtin) >= 9
+    for obj in builtin:
+        assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == K8S_VERSION, obj["metadata"]["name"]
+
+
+@cache
+def _crd_validator(filename: str, version: str) -> Any:
+    path = UPSTREAM_CRDS / filename
+    if not path.is_file():
+        pytest.fail(f"upstream CRD not found: looked for {path} (`../shared/crds/` from the repository root "
+                    f"{REPO_ROOT}); restore the shared CRD copies (see their README.md)")
+    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)
+    return validator_for(schema, check=False)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_serving_runtimes_validate_against_the_kserve_crd(scenario: str) -> None:
+    runtimes = [o for o in scenario_objects(scenario) if o["kind"] == "ClusterServingRuntime"]
+    assert sorted(o["metadata"]["name"] for o in runtimes) == ["mlplane-mlflow", "mlplane-triton"]
+    validator = _crd_validator("serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1")
+    for runtime in runtimes:
+        assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+        assert errors(validator, runtime) == [], runtime["metadata"]["name"]
+
+
+def test_serving_runtimes_match_what_render_references() -> None:
+    objs = scenario_objects("default")
+    mlflow = find(objs, "ClusterServingRuntime", "mlplane-mlflow")["spec"]
+    assert [f["name"] for f in mlflow["supportedModelFormats"]] == ["mlflow"]
+    assert mlflow["protocolVersions"] == ["v2"]
+    assert [p["containerPort"] for p in mlflow["containers"][0]["ports"]] == [8080]
+    assert mlflow["annotations"]["prometheus.kserve.io/port"] == "8080"
+    assert "{{.Name}}" in " ".join(mlflow["containers"][0]["args"])  # KServe's placeholder, not Helm's
+    triton = find(objs, "ClusterServingRuntime", "mlplane-triton")["spec"]
+    assert [f["name"] for f in triton["supportedModelFormats"]] == ["triton"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d+\.\d+-py3", triton["containers"][0]["image"])
+    ports = {p["name"]: p["containerPort"] for p in triton["containers"][0]["ports"]}
+    assert ports == {"http1": 8000, "grpc": 8001, "metrics": 8002}
+    assert triton["annotations"]["prometheus.kserve.io/port"] == "8002"
+
+
+def test_runtimes_can_be_left_to_another_release() -> None:
+    kinds = {o["kind"] for o in objects(render({"serving": {"runtimes": {"enabled": False}}}))}
+    assert "ClusterServingRuntime" not in kinds
+
+
+# --------------------------------------------------------------------------- what users care about
+WILDCARD = "*"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rbac_is_least_privilege(scenario: str) -> None:
+    objs = scenario_objects(scenario)
+    roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
+    assert [r["metadata"]["name"] for r in roles] == ["mlplane-operator"]
+    rules = roles[0]["rules"]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert WILDCARD not in rule[field], f"wildcard in {field}: {rule}"
+        assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"] and "impersonate" not in rule["verbs"]
+    granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert not any(r in ("secrets", "configmaps", "pods") for _, r in granted), "the operator needs no core data"
+    for resource in ("modeldeployments", "platforms"):
+        assert {"list", "watch", "patch"} <= granted[("mlplane.io", resource)]
+        assert "patch" in granted[("mlplane.io", f"{resource}/status")]
+        assert granted[("mlplane.io", f"{resource}/finalizers")] == {"update"}
+    for key in [("serving.kserve.io", "inferenceservices"), ("ray.io", "rayservices"), ("keda.sh", "scaledobjects"),
+                ("monitoring.coreos.com", "servicemonitors"), ("policy", "poddisruptionbudgets")]:
+        assert {"get", "list", "watch", "create", "patch", "delete"} <= granted[key], key
+    assert granted[("", "events")] == {"create"}
+    binding = find(objs, "ClusterRoleBinding", "mlplane-operator")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlplane-operator", "namespace": NAMESPACE}]
+
+
+SECRETISH = re.compile(r"pass(word)?|secret|token|credential|private|api[_-]?key", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_secret_material_in_configmaps(scenario: str) -> None:
+    objs = scenario_objects(scenario)
+    assert not [o for o in objs if o["kind"] == "Secret"], "the chart must not create Secrets (existingSecret only)"
+    for cm in (o for o in objs if o["kind"] == "ConfigMap"):
+        for key, value in cm.get("data", {}).items():
+            assert not SECRETISH.search(key), f"{cm['metadata']['name']}: key {key}"
+            assert not SECRETISH.search(value), f"{cm['metadata']['name']}: {key}={value}"
+            assert "arn:aws:secretsmanager" not in value
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pods_are_locked_down(scenario: str) -> None:
+    specs = pod_specs(scenario_objects(scenario))
+    assert {name for name, _ in specs} == {"Deployment/mlplane-operator", "Deployment/mlplane-mlflow",
+                                          "Pod/mlplane-test-mlflow"}
+    for name, spec in specs:
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        # Only the operator talks to the API server.
+        assert spec["automountServiceAccountToken"] is (name == "Deployment/mlplane-operator"), name
+        mounts_tmp_volume = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"]["type"] == "RuntimeDefault", name
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
+            if name.startswith("Deployment/"):
+                tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+                assert tmp and tmp[0]["name"] in mounts_tmp_volume, f"{name}: no writable /tmp"
+    for sa in (o for o in scenario_objects(scenario) if o["kind"] == "ServiceAccount"):
+        assert sa["automountServiceAccountToken"] is (sa["metadata"]["name"] == "mlplane-operator")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_labels_and_selectors(scenario: str) -> None:
+    for o in scenario_objects(scenario):
+        labels = o["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "mlplane" and labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/component"] and labels["app.kubernetes.io/managed-by"] == "Helm"
+        if o["kind"] == "Deployment":
+            selector = o["spec"]["selector"]["matchLabels"]
+            assert set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance",
+                                     "app.kubernetes.io/component"}
+            assert selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+
+
+def _mlflow(objs: list[Obj]) -> Obj:
+    return find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_production_uses_postgres_from_env_s3_and_irsa() -> None:
+    objs = scenario_objects("production")
+    container = _mlflow(objs)
+    args, env = container["args"], {e["name"]: e for e in container["env"]}
+    host = "mlplane-mlflow.abcdefghijkl.us-east-1.rds.amazonaws.com"
+    assert f"--backend-store-uri=postgresql://$(DB_USER)@{host}:5432/mlflow" in args
+    assert env["DB_USER"]["value"] == "mlflow"
+    # The password comes from a Secret, as libpq's PGPASSWORD: never a literal in the pod spec.
+    assert env["PGPASSWORD"] == {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "mlplane-mlflow-db", "key": "password"}}}
+    assert all("value" not in e for e in container["env"] if SECRETISH.search(e["name"]))
+    assert "--default-artifact-root=s3://mlplane-mlflow-artifacts-123456789012" in args
+    assert env["AWS_REGION"]["value"] == "us-east-1"
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    # IRSA: Terraform's roles trust exactly these service-account names in namespace `mlplane`.
+    mlflow_sa = find(objs, "ServiceAccount", "mlplane-mlflow")
+    assert mlflow_sa["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplane-mlflow"}
+    assert find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "mlplane-mlflow")
+    assert find(objs, "ServiceAccount", "mlplane-model-server")["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplane-model-server"}
+    annotations = find(objs, "Deployment", "mlplane-mlflow")["metadata"]["annotations"]
+    assert annotations["mlplane.io/db-password-secret-arn"].startswith("arn:aws:secretsmanager:")
+    config = find(objs, "ConfigMap", "mlplane-operator")["data"]
+    assert json.loads(config["MLPLANE_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
+    assert json.loads(config["MLPLANE_GPU_TOLERATIONS"])[0]["key"] == "nvidia.com/gpu"
+    assert config["MLPLANE_SERVING_SERVICE_ACCOUNT"] == "mlplane-model-server"
+    assert "External Secrets" in _rendered("production")[0]["mlplane/templates/NOTES.txt"]
+
+
+def test_default_is_sqlite_on_a_pvc_with_a_warning() -> None:
+    objs = scenario_objects("default")
+    args = _mlflow(objs)["args"]
+    assert "--backend-store-uri=sqlite:////mlflow/db/mlflow.db" in args
+    assert "--artifacts-destination=/mlflow/artifacts" in args
+    pvcs = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
+    assert pvcs == {"mlplane-mlflow-sqlite", "mlplane-mlflow-artifacts"}
+    assert find(objs, "Deployment", "mlplane-mlflow")["spec"]["strategy"] == {"type": "Recreate"}
+    notes = _rendered("default")[0]["mlplane/templates/NOTES.txt"]
+    assert "http://mlplane-mlflow.mlplane.svc:5000" in notes and "WARNING: MLflow uses sqlite" in notes
+
+
+def test_auth_uses_basic_auth_from_an_existing_secret() -> None:
+    objs = scenario_objects("auth")
+    container = _mlflow(objs)
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    volumes = {v["name"]: v for v in find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["auth"]["secret"]["secretName"] == "mlflow-basic-auth"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-basic-auth"
+    assert "authentication is off" not in _rendered("auth")[0]["mlplane/templates/NOTES.txt"]
+
+
+def test_operator_command_config_and_checksum() -> None:
+    objs = scenario_objects("default")
+    deployment = find(objs, "Deployment", "mlplane-operator")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:5] == ["kopf", "run", "-m", "mlplane_operator", "--all-namespaces"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "mlplane-operator"}}]
+    assert find(objs, "ConfigMap", "mlplane-operator")["data"]["MLFLOW_TRACKING_URI"] == (
+        "http://mlplane-mlflow.mlplane.svc:5000")
+    checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert re.fullmatch(r"[0-9a-f]{64}", checksum)
+    changed = find(objects(render({"milvus": {"address": "milvus.milvus:19530"}})), "Deployment", "mlplane-operator")
+    assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
+
+
+def test_helm_test_pod_curls_mlflow_health() -> None:
+    pod = find(scenario_objects("default"), "Pod", "mlplane-test-mlflow")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert container["command"][0] == "curl" and "--fail" in container["command"]
+    assert container["args"] == ["http://mlplane-mlflow.mlplane.svc:5000/health"]
+
+
+def test_escape_hatches() -> None:
+    extra = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "{{ .Release.Name }}-extra"},
+             "data": {"a": "b"}}
+    objs = objects(render({"extraObjects": [extra],
+                           "operator": {"extraEnv": [{"name": "MLPLANE_EXTRA", "value": "1"}]}}))
+    assert find(objs, "ConfigMap", "mlplane-extra")["data"] == {"a": "b"}
+    env = find(objs, "Deployment", "mlplane-operator")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLPLANE_EXTRA", "value": "1"} in env
+
+
+# --------------------------------------------------------------------------- values contract
+@pytest.mark.parametrize(("values", "where"), [
+    ({"mlflow": {"backendStor": {"type": "sqlite"}}}, "backendStor"),
+    ({"mlflow": {"backendStore": {"type": "mysql"}}}, "/mlflow/backendStore/type"),
+    ({"operatr": {}}, "operatr"),
+    ({"gpuNodePool": {"nodeSelector": {"a": "b"}, "gpus": 1}}, "gpus"),
+])
+def test_schema_rejects_unknown_keys_and_bad_values(values: Obj, where: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=where):
+        render(values)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"mlflow": {"backendStore": {"type": "postgresql"}}}, "mlflow.backendStore.host is required"),
+    ({"mlflow": {"artifactStore": {"type": "s3"}}}, "mlflow.artifactStore.bucket is required"),
+    ({"mlflow": {"auth": {"enabled": True}}}, "mlflow.auth.existingSecret is required"),
+    ({"mlflow": {"replicas": 2}}, "needs mlflow.backendStore.type: postgresql"),
+])
+def test_invalid_combinations_fail_with_a_clear_message(values: Obj, message: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+        render(values)
+
+
+def test_long_release_names_fail_clearly_or_fit() -> None:
+    """The full name may be 46 characters: 63 minus the longest suffix, "-mlflow-artifacts"."""
+    fits = "mlplane-" + "a" * 38
+    names = [o["metadata"]["name"] for o in objects(render(name=fits))]
+    assert f"{fits}-mlflow-artifacts" in names and max(map(len, names)) == 63
+    with pytest.raises(helm_python.HelmError, match="longer than 63 characters"):
+        render(name=fits + "a")
+
+
+def _terraform_rendered_values() -> str:
+    """The Terraform template with sample outputs substituted, as `terraform output mlplane_values` prints it."""
+    sample = {"cluster_name": "mlplane", "db_host": "mlplane.abc.us-east-1.rds.amazonaws.com", "db_port": 5432,
+              "db_name": "mlflow", "db_username": "mlflow",
+              "db_password_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-AbC",
+              "bucket": "mlplane-mlflow-artifacts-123456789012", "region": "us-east-1",
+              "mlflow_role_arn": "arn:aws:iam::123456789012:role/mlplane-mlflow",
+              "model_server_role_arn": "arn:aws:iam::123456789012:role/mlplane-model-server",
+              "cluster_autoscaler_role_arn": "arn:aws:iam::123456789012:role/mlplane-cluster-autoscaler"}
+    text = TFTPL.read_text(encoding="utf-8")
+    text = re.sub(r"\$\{jsonencode\((\w+)\)\}", lambda m: json.dumps(sample[m[1]]), text)
+    text = re.sub(r"\$\{(\w+)\}", lambda m: str(sample[m[1]]), text)
+    assert "${" not in text, "the Terraform template uses an expression this test does not substitute"
+    return text
+
+
+def _key_paths(node: Any, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return {prefix}
+    return {p for k, v in node.items() for p in _key_paths(v, f"{prefix}.{k}")}
+
+
+def test_terraform_rendered_values_are_accepted() -> None:
+    values = yaml.safe_load(_terraform_rendered_values())
+    # The production scenario is exactly the Terraform layout (same keys, sample values).
+    assert _key_paths(values) == _key_paths(_values("production"))
+    objs = objects(render(values))
+    args = _mlflow(objs)["args"]
+    assert "--backend-store-uri=postgresql://$(DB_USER)@mlplane.abc.us-east-1.rds.amazonaws.com:5432/mlflow" in args
+    assert find(objs, "ServiceAccount", "mlplane-mlflow")["metadata"]["annotations"][
+        "eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/mlplane-mlflow"
+    report = helm_python.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{K8S_VERSION}.0")
+    assert report["errors"] == []
+
+
+def test_values_schema_is_closed_on_our_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+
+    def open_objects(node: Obj, path: str) -> list[str]:
+        found = [path] if "properties" in node and node.get("additionalProperties") is not False else []
+        for key, sub in node.get("properties", {}).items():
+            found += open_objects(sub, f"{path}.{key}")
+        return found
+
+    assert open_objects(schema, "") == []
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert set(defaults) <= set(schema["properties"])
