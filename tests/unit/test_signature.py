@@ -237,3 +237,63 @@ def test_cli_arguments() -> None:
     )
     with pytest.raises(SystemExit):
         parse_args(["--name", "iris"])
+
+
+# -- binary tensor extension --------------------------------------------------------------------
+def _binary_body(header: dict, *chunks: bytes) -> tuple[bytes, int]:
+    import orjson
+
+    head = orjson.dumps(header)
+    return head + b"".join(chunks), len(head)
+
+
+def test_split_binary_request_views_the_body_without_copying():
+    from mlplane.serving.signature import split_binary_request
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    body, n = _binary_body(
+        {"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": x.nbytes}},
+            {"name": "y", "datatype": "INT64", "shape": [1], "data": [7]},
+        ]},
+        x.tobytes(),
+    )
+    header, tensors = split_binary_request(body, n)
+    assert [i["name"] for i in header["inputs"]] == ["x", "y"]
+    assert tensors[0].dtype == np.float32 and tensors[0].shape == (2, 3)
+    np.testing.assert_array_equal(tensors[0], x)
+    assert not tensors[0].flags.owndata and not tensors[0].flags.writeable  # a view of the body
+    assert tensors[1] is None
+
+
+@pytest.mark.parametrize(
+    ("inputs", "payload", "message"),
+    [
+        ([{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 4}}], b"\0" * 4,
+         "needs 8"),
+        ([{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 8}}], b"\0" * 4,
+         "only 4 remain"),
+        ([{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}], b"\0" * 8,
+         "no input claims"),
+        ([{"name": "x", "datatype": "FP99", "shape": [1], "parameters": {"binary_data_size": 4}}], b"\0" * 4,
+         "unknown V2 datatype"),
+        ([{"name": "x", "datatype": "FP32", "shape": [-1], "parameters": {"binary_data_size": 4}}], b"\0" * 4,
+         "non-negative"),
+        ([{"name": "x", "datatype": "FP32", "shape": [1]}], b"", "neither data"),
+    ],
+)
+def test_split_binary_request_rejects_inconsistent_bodies(inputs, payload, message):
+    from mlplane.serving.signature import split_binary_request
+
+    body, n = _binary_body({"inputs": inputs}, payload)
+    with pytest.raises(SignatureError, match=message):
+        split_binary_request(body, n)
+
+
+def test_split_binary_request_rejects_a_bad_header():
+    from mlplane.serving.signature import split_binary_request
+
+    with pytest.raises(SignatureError, match="not valid JSON"):
+        split_binary_request(b'{"inputs": [', 12)
+    with pytest.raises(SignatureError, match="inference-header-content-length"):
+        split_binary_request(b"{}", 10)

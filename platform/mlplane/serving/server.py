@@ -24,18 +24,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 from grpc import aio
 from kserve import ModelRepository, ModelServer
-from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, MAX_GRPC_MESSAGE_LENGTH
 from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
 from .limits import MaxBodySizeMiddleware
 from .model import PyfuncModel, version_from_uri
 from .settings import ServingSettings
+from .signature import SignatureError, split_binary_request
 
 __all__ = ["PyfuncModelServer", "SwappableModelRepository", "serve"]
 
@@ -109,9 +111,66 @@ def parse_load_body(body: bytes) -> tuple[str | None, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Binary tensor extension without per-element Python work
+# --------------------------------------------------------------------------------------------
+class _ArrayInput(InferInput):
+    """An input whose tensor is already decoded (a read-only view of the request body)."""
+
+    def __init__(self, name: str, shape: list[int], datatype: str, array: Any, parameters: Any) -> None:
+        super().__init__(name=name, shape=shape, datatype=datatype, parameters=parameters)
+        self._array = array
+
+    def as_numpy(self) -> Any:
+        return self._array
+
+
+def binary_infer_request(body: bytes, json_length: str | int, model_name: str) -> InferRequest:
+    """kserve's ``InferRequest.from_bytes`` turns every binary input into a Python list (and the
+    decoder turns it back); this keeps ``np.frombuffer`` views. BYTES inputs keep kserve's decoding."""
+    try:
+        header, tensors = split_binary_request(body, int(json_length))
+    except ValueError as exc:  # SignatureError, or a header that is not an integer
+        message = str(exc) if isinstance(exc, SignatureError) else f"bad {INFERENCE_CONTENT_LENGTH_HEADER}"
+        raise InvalidInput(message) from None
+    inputs: list[InferInput] = []
+    for spec, tensor in zip(header["inputs"], tensors, strict=True):
+        name, shape, datatype, params = spec["name"], spec["shape"], spec.get("datatype"), spec.get("parameters")
+        if tensor is None:
+            if datatype == "FP16":
+                raise InvalidInput(f"input {name!r}: FP16 data travels only in binary, not as JSON data")
+            inputs.append(InferInput(name=name, shape=shape, datatype=datatype, data=spec["data"], parameters=params))
+        elif isinstance(tensor, bytes):
+            inp = InferInput(name=name, shape=shape, datatype=datatype, parameters=params)
+            inp._raw_data = tensor
+            inputs.append(inp)
+        else:
+            inputs.append(_ArrayInput(name, shape, datatype, tensor, params))
+    outputs = header.get("outputs")
+    requested = (
+        [RequestedOutput(name=o["name"], parameters=o.get("parameters")) for o in outputs]
+        if isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)
+        else None
+    )
+    return InferRequest(
+        model_name=model_name,
+        request_id=header.get("id"),
+        parameters=header.get("parameters"),
+        infer_inputs=inputs,
+        request_outputs=requested,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Dataplane and gRPC servicer: metadata with versions and platform
 # --------------------------------------------------------------------------------------------
 class PyfuncDataPlane(DataPlane):
+    def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
+        if isinstance(body, bytes):
+            # A body FastAPI did not parse: the binary extension, or JSON sent without a JSON
+            # content type (tritonclient does that); Triton takes both, so do we.
+            return binary_infer_request(body, headers.get(INFERENCE_CONTENT_LENGTH_HEADER, len(body)), model_name)
+        return super().decode_inference_request(body, headers, model_name)
+
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         model = self.get_model_from_registry(model_name)
         if isinstance(model, PyfuncModel):
