@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import signal
 import socket
 import statistics
@@ -35,8 +34,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
+from _results import write_section
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 SECTION = "## Serving: mlplane endpoint vs bare KServe"
 NAME = "iris"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -202,17 +202,6 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1000.0, q))
 
 
-def write_results(table: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{SECTION}\n\n{table.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -307,7 +296,7 @@ def main() -> None:
             f"Reproduce: `.venv/bin/python bench/serving.py` ({time.monotonic() - started:.0f} s).",
         ]
     )
-    write_results(table)
+    write_section(SECTION, table)
     print(table)
     print("all goals met" if all(verdicts) else "SOME GOALS MISSED")
 

@@ -19,27 +19,26 @@ SPECIES = ["setosa", "versicolor", "virginica"]
 SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [7.7, 3.0, 6.1, 2.3]], dtype=np.float64)
 
 
-def infer_http(url: str, model: str, rows: np.ndarray) -> tuple[np.ndarray, str]:
-    """One V2 request over HTTP: one FP64 input per feature column. Returns (classes, served version)."""
-    client = httpclient.InferenceServerClient(url=url)
+def _inputs(client_module, rows: np.ndarray) -> list:
+    """One FP64 V2 input per feature column (the model's MLflow signature says so)."""
     inputs = []
     for i, name in enumerate(FEATURES):
-        inp = httpclient.InferInput(name, [len(rows)], "FP64")
+        inp = client_module.InferInput(name, [len(rows)], "FP64")
         inp.set_data_from_numpy(np.ascontiguousarray(rows[:, i]))
         inputs.append(inp)
-    result = client.infer(model, inputs)
-    return result.as_numpy(result.get_response()["outputs"][0]["name"]), result.get_response()["model_version"]
+    return inputs
+
+
+def infer_http(url: str, model: str, rows: np.ndarray) -> tuple[np.ndarray, str]:
+    """One V2 request over HTTP. Returns (predicted classes, served version)."""
+    result = httpclient.InferenceServerClient(url=url).infer(model, _inputs(httpclient, rows))
+    response = result.get_response()
+    return result.as_numpy(response["outputs"][0]["name"]), response["model_version"]
 
 
 def infer_grpc(url: str, model: str, rows: np.ndarray) -> tuple[np.ndarray, str]:
     """The same request over gRPC."""
-    client = grpcclient.InferenceServerClient(url=url)
-    inputs = []
-    for i, name in enumerate(FEATURES):
-        inp = grpcclient.InferInput(name, [len(rows)], "FP64")
-        inp.set_data_from_numpy(np.ascontiguousarray(rows[:, i]))
-        inputs.append(inp)
-    result = client.infer(model, inputs)
+    result = grpcclient.InferenceServerClient(url=url).infer(model, _inputs(grpcclient, rows))
     response = result.get_response()
     return result.as_numpy(response.outputs[0].name), response.model_version
 

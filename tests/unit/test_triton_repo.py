@@ -138,3 +138,17 @@ def test_triton_runtime_plans_a_loopback_tritonserver_and_its_repository(tmp_pat
     with pytest.raises(TritonRepoError, match="no input signature"):
         triton.prepare(ctx, dep, model, None)
     assert runtime_for("kserve").prepare(ctx, dep, model, None).files == {}
+
+
+def test_read_only_outputs_are_copied_before_dlpack_export():
+    """A pyfunc may return a view of its (read-only) input; DLPack refuses to export those."""
+    import numpy as np
+
+    from mlplane.serving.triton_backend import _exportable
+
+    view = np.frombuffer(bytes(16), dtype=np.float32)
+    exported = _exportable(view)
+    assert exported.flags.writeable and np.array_equal(exported, view)
+    np.from_dlpack(exported)
+    owned = np.zeros(3)
+    assert _exportable(owned) is owned

@@ -111,8 +111,14 @@ class TritonPythonModel:
         # The stub prints a harmless "PyCapsule_GetPointer called with incorrect name" traceback for
         # every numpy-2 DLPack capsule it takes (the tensor is fine): keep it out of the log.
         with contextlib.redirect_stderr(io.StringIO()):
-            tensors = [pb.Tensor.from_dlpack(n, np.ascontiguousarray(a)) for n, a in outputs]
+            tensors = [pb.Tensor.from_dlpack(n, _exportable(a)) for n, a in outputs]
         return pb.InferenceResponse(tensors)
+
+
+def _exportable(array: np.ndarray) -> np.ndarray:
+    """DLPack refuses read-only arrays (a pyfunc may return a view of its read-only input): copy those."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def _v2(triton_type: str) -> str:
