@@ -339,3 +339,16 @@ def test_render_is_pure() -> None:
     rendered("kserve-cpu")
     assert dep.model_dump() == before
 
+
+
+def test_gpu_headroom_comes_from_the_platform_unless_the_caller_overrides_it():
+    dep = deployment({"resources": {"gpus": 1}})
+    roomy = Platform.model_validate({"apiVersion": "mlplane.io/v1alpha1", "kind": "Platform",
+                                     "metadata": {"name": "p"}, "spec": {"gpuNodePool": {"gpuHeadroom": 2}}})
+
+    def strategy(platform, **kwargs):
+        return render(dep, platform, ARTIFACT, **kwargs)[0]["spec"]["predictor"]["deploymentStrategy"]
+
+    assert strategy(roomy)["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert strategy(Platform.default())["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert strategy(roomy, gpu_headroom=0)["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}

@@ -305,7 +305,8 @@ def render(
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
         help="MLflow that resolves models:/ references (default: the running local platform's)."),
-    gpu_headroom: int = typer.Option(0, min=0, help="GPUs free for a surge pod during rolling updates."),
+    gpu_headroom: int | None = typer.Option(
+        None, min=0, help="GPUs free for a surge pod during rolling updates (default: the platform's gpuHeadroom)."),
     state_dir: Path | None = StateDirOpt,
     output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format (yaml or json)."),
 ) -> None:

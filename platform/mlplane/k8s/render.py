@@ -420,15 +420,17 @@ _RENDERERS: dict[str, Callable[[ModelDeployment, Platform, ResolvedArtifact, str
 
 
 def render(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
-           gpu_headroom: int = 0, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+           gpu_headroom: int | None = None, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
            ray_import_path: str = DEFAULT_RAY_IMPORT_PATH, ray_image: str = DEFAULT_RAY_IMAGE) -> list[Obj]:
     """The Kubernetes objects serving `deployment` on `platform`, in apply order.
 
     `gpu_headroom` is the number of GPUs free for a surge pod during a rolling update (0: replace pods
-    one at a time). It becomes a spec field next; until then the caller passes it.
+    one at a time); unset, the platform's `spec.gpuNodePool.gpuHeadroom` applies.
     `prometheus_url` is where KEDA queries metrics; `ray_import_path` is the Ray Serve application
     (`module:attribute`) a `runtime: ray` deployment runs.
     """
+    if gpu_headroom is None:
+        gpu_headroom = platform.spec.gpu_node_pool.gpu_headroom
     if gpu_headroom < 0:
         raise ValueError(f"gpu_headroom must be 0 or more, got {gpu_headroom}")
     runtime = effective_runtime(deployment, platform)

@@ -110,6 +110,13 @@ class GpuNodePoolSpec(SpecModel):
         default_factory=_default_tolerations, description="Tolerations added to GPU pods."
     )
     gpu_resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource name for GPUs.")
+    gpu_headroom: int = Field(
+        default=0,
+        ge=0,
+        description="GPUs kept free in the pool for rolling updates: a GPU deployment starts a new pod "
+        "before stopping an old one (surge) only when its GPUs per replica fit in this headroom; "
+        "otherwise it replaces pods one at a time.",
+    )
 
 
 class PlatformSpec(SpecModel):
