@@ -21,7 +21,6 @@ import asyncio
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,30 +34,24 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
 from _results import write_section
+from mlplane.runtime.local.process import free_port
+from mlplane_pipelines.iris import FEATURES, load_data
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Serving: mlplane endpoint vs bare KServe"
 NAME = "iris"
-COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+COLUMNS = FEATURES
 ROW = [5.9, 3.0, 5.1, 1.8]
 CONCURRENCY = 8
 GOALS = {"p50": 1.10, "p99": 1.25, "throughput": 0.90}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def save_model(path: Path) -> None:
     import mlflow.sklearn
     from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    X.columns = COLUMNS
+    X, y = load_data()
     model = LogisticRegression(max_iter=1000).fit(X, y.to_numpy())
     mlflow.sklearn.save_model(
         model, str(path), signature=infer_signature(X, model.predict(X)), pip_requirements=["scikit-learn"]

@@ -43,7 +43,7 @@ def platform_processes(state_dir: Path) -> list[psutil.Process]:
     for p in psutil.process_iter(["cmdline", "pid"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if str(state_dir) in cmd or "mlplane.serving" in cmd and str(state_dir) in str(p.environ()):
+            if str(state_dir) in cmd or ("mlplane.serving" in cmd and str(state_dir) in str(p.environ())):
                 found.append(p)
         except psutil.Error:
             continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,23 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
-IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+from mlplane.runtime.local.process import free_port
+from mlplane_pipelines.iris import FEATURES as IRIS_COLUMNS
+from mlplane_pipelines.iris import load_data as iris_frame
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
-    from sklearn.datasets import load_iris
-
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    X.columns = IRIS_COLUMNS
-    return X, y
+__all__ = ["IRIS_COLUMNS", "ServerProcess", "free_port", "iris_frame", "save_iris_model", "start_server"]
 
 
 def save_iris_model(path: Path, C: float) -> Path:
