@@ -21,7 +21,7 @@ def _client(tracking_uri: str) -> MlflowClient:
 def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
     """Pin a reference to the registry version it points at now (storage URIs pass through)."""
     if ref.kind == "uri":
-        return ResolvedModel(reference=ref.uri, uri=ref.uri, version="")
+        return ResolvedModel(uri=ref.uri, version="")
     client = _client(tracking_uri)
     try:
         if ref.kind == "alias":
@@ -30,7 +30,7 @@ def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
             mv = client.get_model_version(ref.name, str(ref.version))
     except MlflowException as exc:
         raise RegistryError(_describe(ref, exc)) from None
-    return ResolvedModel(reference=ref.uri, uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
+    return ResolvedModel(uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:

@@ -34,7 +34,7 @@ def test_external_stores_are_passed_through(tmp_path: Path):
 
 
 def test_model_server_process_points_at_the_platforms_mlflow(tmp_path: Path):
-    model = ResolvedModel(reference="models:/iris@champion", uri="models:/iris/3", version="3")
+    model = ResolvedModel(uri="models:/iris/3", version="3")
     spec = kserve_process(StatePaths(tmp_path), "iris", model, Endpoint("127.0.0.1", 8001, 8002),
                           "http://127.0.0.1:5000", 1024 * 1024, 15)
     argv = list(spec.argv)
@@ -49,7 +49,7 @@ def test_model_server_process_points_at_the_platforms_mlflow(tmp_path: Path):
 
 def test_http_only_endpoint(tmp_path: Path):
     endpoint = Endpoint("127.0.0.1", 8001, None)
-    model = ResolvedModel(reference="/m", uri="/m", version="")
+    model = ResolvedModel(uri="/m", version="")
     spec = kserve_process(StatePaths(tmp_path), "m", model, endpoint, "http://x", 1024, 1)
     assert "--no-grpc" in spec.argv
     assert endpoint.grpc is None and endpoint.url == "http://127.0.0.1:8001"
@@ -59,7 +59,7 @@ def test_children_never_inherit_another_mlflow_from_the_shell(tmp_path: Path, mo
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
         monkeypatch.setenv(var, "http://elsewhere:1")
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000")  # storage settings pass through
-    model = ResolvedModel(reference="models:/iris/1", uri="models:/iris/1", version="1")
+    model = ResolvedModel(uri="models:/iris/1", version="1")
     spec = kserve_process(StatePaths(tmp_path), "iris", model, Endpoint("127.0.0.1", 1, 2), "http://ours:5", 1024, 1)
     env = process_environment(spec)
     assert env["MLFLOW_TRACKING_URI"] == env["MLFLOW_REGISTRY_URI"] == "http://ours:5"
@@ -104,7 +104,7 @@ def test_runtimes_come_from_a_registry_with_a_clear_error_for_missing_ones(tmp_p
     from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, runtime_for
 
     kserve = runtime_for("kserve")
-    model = ResolvedModel(reference="models:/iris@champion", uri="models:/iris/4", version="4")
+    model = ResolvedModel(uri="models:/iris/4", version="4")
     load = kserve.load_request("iris", model)
     assert load.path == "/v2/repository/models/iris/load"
     assert load.body == {"parameters": {"model_uri": "models:/iris/4", "model_version": "4"}}

@@ -118,7 +118,7 @@ def test_triton_runtime_plans_a_loopback_tritonserver_and_its_repository(tmp_pat
 
     triton = runtime_for("triton")
     ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1024, 5)
-    model = ResolvedModel(reference="models:/iris@champion", uri="models:/iris/3", version="3")
+    model = ResolvedModel(uri="models:/iris/3", version="3")
     proc = triton.process(ctx, "iris", model, Endpoint("127.0.0.1", 8000, 8001, 8002))
     assert proc.argv[0].endswith("tritonserver") and proc.ready_url == "http://127.0.0.1:8000/v2/models/iris/ready"
     for flag in ("--model-control-mode=explicit", "--load-model=iris", "--http-address=127.0.0.1",

@@ -259,10 +259,6 @@ class RequestDecoder:
             and self.inputs[0].datatype != "BYTES"
         )
 
-    @property
-    def column_based(self) -> bool:
-        return self._columns
-
     def decode(self, inputs: Sequence[V2Input]) -> Any:
         if not inputs:
             raise SignatureError(f"the request has no inputs; expected {self._expected or 'at least one'}")

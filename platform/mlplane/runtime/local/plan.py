@@ -34,7 +34,6 @@ class ProcessSpec:
 class ResolvedModel:
     """A model reference pinned to what it points at right now."""
 
-    reference: str  # what the user wrote, e.g. models:/iris@champion
     uri: str  # what the server loads, e.g. models:/iris/3
     version: str  # "3", or "" for a plain storage URI
 
