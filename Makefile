@@ -5,7 +5,7 @@ VENV ?= .venv
 UV_VERSION ?= 0.13.9
 BIN := $(VENV)/bin
 # Extras installed for the test suite; `make venv EXTRAS="--extra all --extra dev"` for everything.
-EXTRAS ?= --extra dev --extra triton
+EXTRAS ?= --extra dev --extra all
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
