@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -33,7 +31,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
-from _results import write_section
+from _results import Report, run_context, write_section
 from mlplane.runtime.local.process import free_port
 from mlplane_pipelines.iris import FEATURES, load_data
 
@@ -252,8 +250,7 @@ def main() -> None:
             for s in servers:
                 s.stop()
 
-    rows = []
-    verdicts = []
+    report = Report("protocol", "metric", "mlplane", "bare KServe", "mlplane / bare")
     for proto, label in (("http", "HTTP (V2 JSON)"), ("grpc", "gRPC")):
         m, b = lat[("mlplane", proto)], lat[("bare", proto)]
         tm, tb = statistics.median(tput[("mlplane", proto)]), statistics.median(tput[("bare", proto)])
@@ -263,18 +260,13 @@ def main() -> None:
             (f"throughput, {CONCURRENCY} conns", tm, tb, "req/s", GOALS["throughput"], False),
         ):
             ratio = mv / bv
-            ok = ratio <= goal if better_low else ratio >= goal
-            verdicts.append(ok)
-            goal_text = f"≤ {goal:.2f}" if better_low else f"≥ {goal:.2f}"
             fmt = "{:.2f}" if unit == "ms" else "{:.0f}"
-            rows.append(
-                f"| {label} | {metric} | {fmt.format(mv)} {unit} | {fmt.format(bv)} {unit} | "
-                f"{ratio:.2f} | {goal_text} | {'yes' if ok else 'NO'} |"
-            )
+            report.add(label, metric, f"{fmt.format(mv)} {unit}", f"{fmt.format(bv)} {unit}", ratio=ratio,
+                       goal=f"≤ {goal:.2f}" if better_low else f"≥ {goal:.2f}",
+                       ok=ratio <= goal if better_low else ratio >= goal)
     table = "\n".join(
         [
-            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-            f"{os.cpu_count()} CPUs (the load generator shares them), Python {platform.python_version()}. "
+            f"{run_context()} The load generator shares the CPUs. "
             f"One-row iris request; {args.rounds} alternating rounds of {args.requests} sequential requests "
             f"(latency, pooled) and {args.seconds:.0f} s windows at {CONCURRENCY} concurrent connections "
             "(throughput, median of rounds). Baseline: `bench/bare_kserve.py`, a stock `kserve.ModelServer` "
@@ -282,16 +274,14 @@ def main() -> None:
             "(V2 → DataFrame → pyfunc.predict → V2) on the same saved model. "
             "mlplane: `python -m mlplane.serving` with default flags.",
             "",
-            "| protocol | metric | mlplane | bare KServe | mlplane / bare | goal | met |",
-            "|---|---|---|---|---|---|---|",
-            *rows,
+            report.markdown(),
             "",
             f"Reproduce: `.venv/bin/python bench/serving.py` ({time.monotonic() - started:.0f} s).",
         ]
     )
     write_section(SECTION, table)
     print(table)
-    print("all goals met" if all(verdicts) else "SOME GOALS MISSED")
+    print(report.verdict())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import httpx
 import numpy as np
 import tritonclient.http as httpclient
 
-from _results import write_section
+from _results import Report, run_context, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -272,13 +271,10 @@ def main() -> None:
                 print(f"mlplane down failed: {exc}", file=sys.stderr)
 
     med = {k: statistics.median(v) for k, v in tput.items()}
-    rows, verdicts = [], []
+    report = Report("metric", "A", "B", "A / B")
 
     def row(metric: str, a: str, b: str, ratio: float, goal: str, ok: bool | None) -> None:
-        if ok is not None:
-            verdicts.append(ok)
-        met = "—" if ok is None else ("yes" if ok else "NO")
-        rows.append(f"| {metric} | {a} | {b} | {ratio:.2f} | {goal} | {met} |")
+        report.add(metric, a, b, ratio=ratio, goal=goal, ok=ok)
 
     r = med[("iris-tb", 16)] / med[("iris-t", 16)]
     row("Triton iris throughput, 16 clients: batching (A) vs none (B)",
@@ -302,9 +298,8 @@ def main() -> None:
     dist = ", ".join(f"{s}: {n}" for s, n in batches.items()) or "none"
     requests = sum(s * n for s, n in batches.items())
     body = "\n".join([
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs shared by the platform (tritonserver, kserve servers, MLflow) and the load "
-        f"generator, Python {platform.python_version()}. One platform (`mlplane up`, temporary state dir); "
+        f"{run_context()} The platform (tritonserver, kserve servers, MLflow) and the load generator share "
+        "the CPUs. One platform (`mlplane up`, temporary state dir); "
         "iris (`mlplane_pipelines.iris`) on triton with `spec.batching` (maxBatchSize 32, "
         "preferredBatchSizes [8, 16], maxLatencyMs 2), on triton without batching and on kserve; an identity "
         "pyfunc with tensor signature FP32 `[-1, 262144]` on triton and kserve. Clients: `tritonclient.http`, "
@@ -316,9 +311,7 @@ def main() -> None:
         "JSON samples per runtime, timed from encoding the request to decoding the reply, reply checked "
         "equal to the input.",
         "",
-        "| metric | A | B | A / B | goal | met |",
-        "|---|---|---|---|---|---|",
-        *rows,
+        report.markdown(),
         "",
         f"Dynamic batching evidence (`/v2/models/iris-tb/stats`, batches executed during the measured rounds, "
         f"batch size: count): {dist} — {total} executions for {requests} requests "
@@ -328,7 +321,7 @@ def main() -> None:
     ])
     write_section(SECTION, body)
     print(body)
-    print("all goals met" if all(verdicts) else "SOME GOALS MISSED")
+    print(report.verdict())
 
 
 if __name__ == "__main__":
