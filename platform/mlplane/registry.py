@@ -14,6 +14,20 @@ class RegistryError(Exception):
     """The registry said no: unknown model, alias or version. The message says which."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry did not answer (refused, timed out, server error): worth retrying later."""
+
+
+# MLflow error codes that mean "the registry answered: no such model, alias or version".
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+def _failure(ref: ModelRef, exc: MlflowException) -> RegistryError:
+    if exc.error_code in NOT_FOUND_CODES:
+        return RegistryError(_describe(ref, exc))
+    return RegistryUnavailable(f"{ref.uri}: the registry did not answer ({_short(exc)})")
+
+
 def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -29,7 +43,7 @@ def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
         else:
             mv = client.get_model_version(ref.name, str(ref.version))
     except MlflowException as exc:
-        raise RegistryError(_describe(ref, exc)) from None
+        raise _failure(ref, exc) from None
     return ResolvedModel(uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
 
 
@@ -83,5 +97,5 @@ def artifact_location(tracking_uri: str, ref: ModelRef) -> tuple[str, str]:
     try:
         location = _client(tracking_uri).get_model_version_download_uri(ref.name, resolved.version)
     except MlflowException as exc:
-        raise RegistryError(_describe(ref, exc)) from None
+        raise _failure(ref, exc) from None
     return resolved.version, location

@@ -1,0 +1,67 @@
+"""kopf handlers: thin wrappers that call one `Controller.reconcile()` (and `delete()` on deletion).
+
+:func:`register` puts them on a kopf registry; `kopf run -m mlplane_operator` imports the package,
+which registers them on kopf's default registry with settings from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kopf
+
+from mlplane_operator.config import OperatorConfig
+from mlplane_operator.kube import GROUP, PLURAL, VERSION, Cluster
+from mlplane_operator.mlflow_registry import ModelRegistry
+from mlplane_operator.reconcile import Controller
+
+FINALIZER = "mlplane.io/finalizer"
+ANNOTATIONS_PREFIX = "mlplane.io"
+# MLflow's client retries a failed request up to 7 times with growing pauses (minutes); the operator
+# retries with its own delay instead, so one unreachable MLflow never holds a worker for long.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's own settings: names under mlplane.io, no CRD scanning (log lines are not posted as events)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+    settings.scanning.disabled = True  # the resources are known: no need to list or watch CRDs
+    # A deleted object keeps its finalizer until its resync timer has stopped; look again this often.
+    settings.background.cancellation_polling = config.retry_seconds
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Register the operator's handlers on `registry`; `config` holds every setting, intervals included."""
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings, config)
+        for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        registry_client = ModelRegistry(config.tracking_uri) if config.tracking_uri else None
+        memo.controller = Controller(config, Cluster.connect(), registry_client)
+
+    # Explicit ids: kopf keys its progress annotations (mlplane.io/<id>) by them.
+    @kopf.on.resume(*resource, id="reconcile", registry=registry)
+    @kopf.on.create(*resource, id="reconcile", registry=registry)
+    @kopf.on.update(*resource, id="reconcile", registry=registry)
+    def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, retry: int,
+                  **_: Any) -> None:
+        memo.controller.reconcile(body, patch, logger, retry)
+
+    @kopf.timer(*resource, id="resync", interval=config.resync_seconds, initial_delay=config.resync_seconds,
+                registry=registry)
+    def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+        try:
+            memo.controller.reconcile(body, patch, logger, kwargs.get("retry", 0))
+        except kopf.PermanentError:
+            pass  # already in status; the spec must change first, and then the update handler runs
+
+    @kopf.on.delete(*resource, id="cleanup", registry=registry)
+    def delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
+        memo.controller.delete(body, retry, logger)

@@ -1,0 +1,226 @@
+"""One level-based `reconcile()` for a ModelDeployment: validate, resolve, render, apply, prune, report.
+
+Every kopf handler (create, update, resume and the resync timer) calls :meth:`Controller.reconcile`;
+it computes the desired children from the spec and what MLflow says now, so a missed event or a
+moved alias is corrected on the next call. Outcomes are written to `status` (conditions Ready,
+ModelResolved, Progressing, Degraded); errors are raised as kopf's Permanent (invalid spec: no
+retries) or Temporary (MLflow or the API server failed: retried with a growing delay, children
+left as they are).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from mlplane.k8s.render import ResolvedArtifact
+from mlplane.registry import RegistryError, RegistryUnavailable
+from mlplane.runtime.triton_repo import TritonRepoError
+from mlplane.spec import ModelDeployment, SpecError, parse_model_ref
+from mlplane_operator import plan
+from mlplane_operator.config import OperatorConfig
+from mlplane_operator.kube import CHILD_KINDS, Cluster
+from mlplane_operator.mlflow_registry import ModelRegistry
+from mlplane_operator.plan import Condition
+
+Obj = dict[str, Any]
+
+
+def _utcnow() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Outcome(Exception):
+    """Ends one reconcile early: the condition updates to write and the kopf error to raise."""
+
+    def __init__(self, updates: list[Condition], error: Exception) -> None:
+        super().__init__(str(error))
+        self.updates, self.error = updates, error
+
+
+class Controller:
+    """Reconciles ModelDeployments; holds the operator's clients and one lock per object."""
+
+    def __init__(self, config: OperatorConfig, cluster: Cluster, registry: ModelRegistry | None,
+                 clock: Callable[[], str] = _utcnow) -> None:
+        self.config, self.cluster, self.registry, self._clock = config, cluster, registry, clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    # ------------------------------------------------------------------ reconcile
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number `retry + 1`: `retry_seconds`, doubling, at most 8 times as long."""
+        return float(self.config.retry_seconds * 2 ** min(retry, 3))
+
+    def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, retry: int = 0) -> None:
+        """Bring the children and `status` of one ModelDeployment in line with its spec.
+
+        `retry` is kopf's count of failed attempts so far; temporary errors wait `backoff(retry)`.
+        """
+        meta = body["metadata"]
+        with self._lock(meta["uid"]):
+            current: Obj = dict(body.get("status") or {})
+            desired = dict(current)
+            error: Exception | None = None
+            try:
+                updates = self._converge(body, desired)
+                desired["observedGeneration"] = meta.get("generation")
+            except _Outcome as outcome:
+                updates, error = outcome.updates, outcome.error
+                if isinstance(error, kopf.PermanentError):  # acted upon: nothing more to do for this generation
+                    desired["observedGeneration"] = meta.get("generation")
+            desired["conditions"] = plan.conditions(current.get("conditions") or [], updates,
+                                                    generation=meta.get("generation"), now=self._clock())
+            changes = plan.status_patch(current, {k: v for k, v in desired.items() if v is not None})
+            if changes:
+                patch["status"] = changes
+            if error is not None:
+                if isinstance(error, kopf.TemporaryError):
+                    error = kopf.TemporaryError(str(error), delay=self.backoff(retry))
+                logger.warning(str(error))
+                problem = plan.new_problem(current.get("conditions") or [], desired["conditions"])
+                if problem is not None:  # an event per new problem, not per retry
+                    kopf.warn(body, reason=problem["reason"], message=problem["message"])
+                raise error
+
+    def _converge(self, body: Mapping[str, Any], status: Obj) -> list[Condition]:
+        try:
+            deployment = plan.parse(body)
+        except SpecError as exc:
+            raise _Outcome(_invalid(str(exc)), kopf.PermanentError(str(exc))) from None
+        version, storage_uri = self._resolve(deployment, status)
+        owner = plan.owner_reference(body)
+        try:
+            desired = plan.children(deployment, self.config.platform, ResolvedArtifact(version, storage_uri), owner,
+                                    gpu_headroom=self.config.gpu_headroom, prometheus_url=self.config.prometheus_url)
+        except ValueError as exc:  # a spec this cluster cannot render (e.g. features without a feature store)
+            raise _Outcome(_invalid(str(exc)), kopf.PermanentError(str(exc))) from None
+        try:
+            applied = [self.cluster.apply(obj) for obj in desired]
+            existing = [o for kind in CHILD_KINDS
+                        for o in self.cluster.list(kind, plan.namespace(body), deployment.metadata.name)]
+            for obj in plan.to_prune(existing, desired, owner["uid"]):
+                self.cluster.delete(obj)
+        except ApiException as exc:
+            message = f"the API server refused the children: {exc.status} {exc.reason}: {_api_message(exc)}"
+            raise _Outcome([Condition("Degraded", "True", "ApplyFailed", message)],
+                           kopf.TemporaryError(message)) from None
+        ref = deployment.model_ref
+        if ref.kind != "uri" and self.registry is not None and status.get("servedVersion") != version:
+            try:
+                self.registry.mark_served(ref.name, version, plan.served_by_tag(plan.namespace(body),
+                                          deployment.metadata.name), deployment.spec.model)
+            except RegistryError as exc:  # the children are applied; only the served-by tag is behind
+                message = self._unavailable(exc, version)
+                raise _Outcome([Condition("Degraded", "True", "RegistryUnavailable", message)],
+                               kopf.TemporaryError(message)) from None
+        main = plan.main_child(applied)
+        ready = plan.is_ready(main)
+        status.update(servedVersion=version or None, modelUri=storage_uri, url=plan.serving_url(main))
+        what = f"{main['kind']} {main['metadata']['name']}"
+        served = f"version {version}" if version else storage_uri
+        return [
+            Condition("Ready", "True" if ready else "False", "Ready" if ready else "Progressing",
+                      f"{what} serves {served}" if ready else f"waiting for {what} to become ready"),
+            Condition("ModelResolved", "True", "Resolved", f"{deployment.spec.model} is {served}"),
+            Condition("Progressing", "False" if ready else "True", "RolledOut" if ready else "Rolling",
+                      f"{what} serves {served}" if ready else f"{what} is rolling out {served}"),
+            Condition("Degraded", "False", "AsExpected", "children applied"),
+        ]
+
+    def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any]) -> tuple[str, str]:
+        """(registry version, storageUri) to serve; raises `_Outcome` when MLflow cannot say."""
+        ref = deployment.model_ref
+        runtime = plan.runtime_of(deployment, self.config.platform)
+        if ref.kind == "uri":
+            if runtime == "triton":
+                message = (f"spec.model: runtime triton in the cluster serves registered models only (its model "
+                           f"repository is stored with the model version); got {deployment.spec.model!r}: use "
+                           "models:/NAME@ALIAS or models:/NAME/VERSION")
+                raise _Outcome(_invalid(message), kopf.PermanentError(message))
+            return "", ref.uri
+        if self.registry is None:
+            message = f"{deployment.spec.model} needs MLflow, and MLFLOW_TRACKING_URI is not set for the operator"
+            raise _Outcome(_unresolved("NoRegistry", message), kopf.TemporaryError(message))
+        kept = f" (children keep serving version {status['servedVersion']})" if status.get("servedVersion") else ""
+        try:
+            version, location = self.registry.resolve(ref)
+            if runtime == "triton":
+                return version, self.registry.triton_repository(deployment, ref.name, version, location)
+            return version, location
+        except RegistryUnavailable as exc:
+            message = self._unavailable(exc, status.get("servedVersion"))
+            raise _Outcome(_unresolved("RegistryUnavailable", message),
+                           kopf.TemporaryError(message)) from None
+        except RegistryError as exc:
+            message = f"{exc}{kept}"
+            updates = _unresolved("ModelNotFound", message)
+            if not status.get("servedVersion"):
+                updates.append(Condition("Ready", "False", "ModelNotFound", message))
+            raise _Outcome(updates, kopf.TemporaryError(message)) from None
+        except TritonRepoError as exc:
+            message = str(exc)
+            raise _Outcome([Condition("Ready", "False", "UnservableModel", message),
+                            Condition("ModelResolved", "False", "UnservableModel", message),
+                            Condition("Progressing", "False", "UnservableModel", message),
+                            Condition("Degraded", "True", "UnservableModel", message)],
+                           kopf.PermanentError(message)) from None
+
+    def _unavailable(self, exc: RegistryError, served: str | None) -> str:
+        assert self.registry is not None
+        kept = f" (children keep serving version {served})" if served else ""
+        return f"MLflow at {self.registry.tracking_uri} did not answer: {exc}{kept}"
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, body: kopf.Body, retry: int, logger: kopf.Logger) -> None:
+        """Remove the children and the MLflow served-by tag of a deleted ModelDeployment."""
+        meta = body["metadata"]
+        namespace = plan.namespace(body)
+        with self._guard:
+            self._locks.pop(meta["uid"], None)
+        for kind in CHILD_KINDS:
+            for obj in self.cluster.list(kind, namespace, meta["name"]):
+                if plan.owned_by(obj, meta["uid"]):
+                    self.cluster.delete(obj)
+        try:
+            ref = parse_model_ref(str((body.get("spec") or {}).get("model", "")))
+        except ValueError:
+            return  # an invalid spec never tagged anything
+        if ref.kind == "uri" or self.registry is None:
+            return
+        try:
+            self.registry.unmark(ref.name, plan.served_by_tag(namespace, meta["name"]))
+        except RegistryError as exc:
+            if retry < 3:
+                raise kopf.TemporaryError(f"cannot remove the served-by tag yet: {exc}",
+                                          delay=self.backoff(retry)) from None
+            logger.warning(f"giving up on removing the served-by tag from {ref.uri}: {exc}")
+
+
+def _invalid(message: str) -> list[Condition]:
+    return [Condition("Ready", "False", "InvalidSpec", message),
+            Condition("ModelResolved", "Unknown", "InvalidSpec", "the spec is invalid"),
+            Condition("Progressing", "False", "InvalidSpec", "fix the spec; nothing is retried until it changes"),
+            Condition("Degraded", "True", "InvalidSpec", message)]
+
+
+def _unresolved(reason: str, message: str) -> list[Condition]:
+    return [Condition("ModelResolved", "False" if reason == "ModelNotFound" else "Unknown", reason, message),
+            Condition("Degraded", "True", reason, message)]
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.body)[:300]
+    except ValueError:
+        return str(exc.body)[:300]

@@ -1,0 +1,83 @@
+"""Fixtures: one MLflow server, one kmock API server and one running operator per test module."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import kmock
+import pytest
+import pytest_asyncio
+import yaml
+from operator_apiserver import ApiServer
+from operator_harness import HOST, VERBS, Harness, Mlflow, Operator, Relay
+
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import mlflow_process
+from mlplane.runtime.local.process import free_port, spawn, stop_tree
+from mlplane_operator import OperatorConfig
+from mlplane_operator.kube import CHILD_KINDS
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    from mlplane_pipelines.iris import train_and_register
+
+    paths = StatePaths(tmp_path_factory.mktemp("mlflow"))
+    port = free_port(HOST)
+    spec = mlflow_process(paths, HOST, port)
+    proc = spawn(spec)
+    try:
+        deadline = time.monotonic() + 300  # a loaded machine can take minutes
+        while True:
+            try:
+                if httpx.get(spec.ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, spec.log.read_text()[-3000:]
+            time.sleep(0.5)
+        url = f"http://{HOST}:{port}"
+        train_and_register(url, name="iris", alias="champion")
+        yield Mlflow(url, port, paths.mlflow_dir / "artifacts")
+    finally:
+        stop_tree(proc.pid)
+
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+    api = ApiServer()
+    async with api, kmock.Server(api) as server:
+        api.resources.load_bundled()  # the built-in kinds (kopf waits for namespaces and CRDs to exist)
+        for kind in (("mlplane.io", "v1alpha1", "modeldeployments", "ModelDeployment"),
+                     *((k.group, k.version, k.plural, k.kind) for k in CHILD_KINDS)):
+            group, version, plural, name = kind
+            api.resources[f"{group}/{version}/{plural}"] = kmock.ResourceInfo(
+                kind=name, namespaced=True, verbs=VERBS, subresources={"status"})
+        kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
+            "users": [{"name": "kmock", "user": {}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}]}))
+        saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                                 "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.update(KUBECONFIG=str(kubeconfig), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                          MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+        relay = Relay(mlflow.port)
+        config = OperatorConfig(tracking_uri=await relay.start(), resync_seconds=1.0, retry_seconds=1.0)
+        operator = Operator(config, str(server.url).rstrip("/"))
+        await operator.start()
+        try:
+            yield Harness(api, operator, relay, mlflow)
+        finally:
+            await operator.stop()
+            await relay.close()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
