@@ -6,7 +6,6 @@ ClusterServingRuntimes against the upstream CRD in ../shared/crds.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from functools import cache
@@ -16,56 +15,26 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+from chart_helpers import (
+    CHART,
+    CUSTOM_GROUPS,
+    K8S_VERSION,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    TFTPL,
+    Obj,
+    find,
+    objects,
+    pod_specs,
+    render,
+    rendered_scenario,
+    scenario_objects,
+    scenario_values,
+)
 from k8s_schema_helpers import REPO_ROOT, UPSTREAM_CRDS, errors, validator_for
 
-K8S_VERSION = "1.32"
-CHART = REPO_ROOT / "charts" / "mlplane"
-SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
-TFTPL = REPO_ROOT / "infra" / "terraform" / "modules" / "gpu-cluster" / "templates" / "mlplane-values.yaml.tftpl"
-CUSTOM_GROUPS = ("serving.kserve.io/",)
-RELEASE, NAMESPACE = "mlplane", "mlplane"
-
-Obj = dict[str, Any]
-
-
-def _values(scenario: str) -> Obj:
-    return yaml.safe_load((CHART / "ci" / f"{scenario}-values.yaml").read_text(encoding="utf-8")) or {}
-
-
-def render(values: Obj | None = None, *, name: str = RELEASE) -> dict[str, str]:
-    with helm_python.Chart.load(str(CHART)) as chart:
-        return chart.render(copy.deepcopy(values or {}), name=name, namespace=NAMESPACE, is_install=True)
-
-
-def objects(manifests: dict[str, str]) -> list[Obj]:
-    return [doc for path, text in manifests.items() if path.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
-
-
-@cache
-def _rendered(scenario: str) -> tuple[dict[str, str], list[Obj]]:
-    manifests = render(_values(scenario))
-    return manifests, objects(manifests)
-
-
-def scenario_objects(scenario: str) -> list[Obj]:
-    return copy.deepcopy(_rendered(scenario)[1])
-
-
-def find(objs: list[Obj], kind: str, name: str) -> Obj:
-    matches = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected one {kind}/{name}, found {[(o['kind'], o['metadata']['name']) for o in objs]}"
-    return matches[0]
-
-
-def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
-    out = []
-    for o in objs:
-        if o["kind"] == "Deployment":
-            out.append((f"Deployment/{o['metadata']['name']}", o["spec"]["template"]["spec"]))
-        elif o["kind"] == "Pod":
-            out.append((f"Pod/{o['metadata']['name']}", o["spec"]))
-    return out
+from mlplane_operator.kube import PERMISSIONS
 
 
 # --------------------------------------------------------------------------- render, lint, schemas
@@ -78,7 +47,7 @@ def test_chart_metadata_and_scenarios() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_strict_lint_passes(scenario: str) -> None:
-    report = helm_python.lint(str(CHART), _values(scenario), strict=True, namespace=NAMESPACE,
+    report = helm_python.lint(str(CHART), scenario_values(scenario), strict=True, namespace=NAMESPACE,
                               kube_version=f"v{K8S_VERSION}.0")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
@@ -150,14 +119,8 @@ def test_rbac_is_least_privilege(scenario: str) -> None:
         assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"] and "impersonate" not in rule["verbs"]
     granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     assert not any(r in ("secrets", "configmaps", "pods") for _, r in granted), "the operator needs no core data"
-    for resource in ("modeldeployments", "platforms"):
-        assert {"list", "watch", "patch"} <= granted[("mlplane.io", resource)]
-        assert "patch" in granted[("mlplane.io", f"{resource}/status")]
-        assert granted[("mlplane.io", f"{resource}/finalizers")] == {"update"}
-    for key in [("serving.kserve.io", "inferenceservices"), ("ray.io", "rayservices"), ("keda.sh", "scaledobjects"),
-                ("monitoring.coreos.com", "servicemonitors"), ("policy", "poddisruptionbudgets")]:
-        assert {"get", "list", "watch", "create", "patch", "delete"} <= granted[key], key
-    assert granted[("", "events")] == {"create"}
+    # Exactly what the operator declares it calls (tests/operator checks the declaration against the calls).
+    assert granted == {key: set(verbs) for key, verbs in PERMISSIONS.items()}
     binding = find(objs, "ClusterRoleBinding", "mlplane-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlplane-operator", "namespace": NAMESPACE}]
 
@@ -244,7 +207,7 @@ def test_production_uses_postgres_from_env_s3_and_irsa() -> None:
     assert json.loads(config["MLPLANE_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
     assert json.loads(config["MLPLANE_GPU_TOLERATIONS"])[0]["key"] == "nvidia.com/gpu"
     assert config["MLPLANE_SERVING_SERVICE_ACCOUNT"] == "mlplane-model-server"
-    assert "External Secrets" in _rendered("production")[0]["mlplane/templates/NOTES.txt"]
+    assert "External Secrets" in rendered_scenario("production")[0]["mlplane/templates/NOTES.txt"]
 
 
 def test_default_is_sqlite_on_a_pvc_with_a_warning() -> None:
@@ -255,7 +218,7 @@ def test_default_is_sqlite_on_a_pvc_with_a_warning() -> None:
     pvcs = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
     assert pvcs == {"mlplane-mlflow-sqlite", "mlplane-mlflow-artifacts"}
     assert find(objs, "Deployment", "mlplane-mlflow")["spec"]["strategy"] == {"type": "Recreate"}
-    notes = _rendered("default")[0]["mlplane/templates/NOTES.txt"]
+    notes = rendered_scenario("default")[0]["mlplane/templates/NOTES.txt"]
     assert "http://mlplane-mlflow.mlplane.svc:5000" in notes and "WARNING: MLflow uses sqlite" in notes
 
 
@@ -268,7 +231,7 @@ def test_auth_uses_basic_auth_from_an_existing_secret() -> None:
     volumes = {v["name"]: v for v in find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["auth"]["secret"]["secretName"] == "mlflow-basic-auth"
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-basic-auth"
-    assert "authentication is off" not in _rendered("auth")[0]["mlplane/templates/NOTES.txt"]
+    assert "authentication is off" not in rendered_scenario("auth")[0]["mlplane/templates/NOTES.txt"]
 
 
 def test_operator_command_config_and_checksum() -> None:
@@ -281,7 +244,8 @@ def test_operator_command_config_and_checksum() -> None:
         "http://mlplane-mlflow.mlplane.svc:5000")
     checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert re.fullmatch(r"[0-9a-f]{64}", checksum)
-    changed = find(objects(render({"milvus": {"address": "milvus.milvus:19530"}})), "Deployment", "mlplane-operator")
+    changed = find(objects(render({"vectorStore": {"uri": "http://milvus.milvus:19530"}})), "Deployment",
+                   "mlplane-operator")
     assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
 
 
@@ -360,7 +324,7 @@ def _key_paths(node: Any, prefix: str = "") -> set[str]:
 def test_terraform_rendered_values_are_accepted() -> None:
     values = yaml.safe_load(_terraform_rendered_values())
     # The production scenario is exactly the Terraform layout (same keys, sample values).
-    assert _key_paths(values) == _key_paths(_values("production"))
+    assert _key_paths(values) == _key_paths(scenario_values("production"))
     objs = objects(render(values))
     args = _mlflow(objs)["args"]
     assert "--backend-store-uri=postgresql://$(DB_USER)@mlplane.abc.us-east-1.rds.amazonaws.com:5432/mlflow" in args

@@ -105,4 +105,7 @@ seccompProfile:
 {{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) }}
 {{- fail "mlflow.auth.existingSecret is required when mlflow.auth.enabled is true (a Secret with key basic_auth.ini)" }}
 {{- end }}
+{{- if and .Values.vectorStore.existingSecret (not .Values.vectorStore.uri) }}
+{{- fail "vectorStore.uri is required when vectorStore.existingSecret is set (the token is for that Milvus)" }}
+{{- end }}
 {{- end }}

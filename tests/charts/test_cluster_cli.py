@@ -1,0 +1,162 @@
+"""`mlplane cluster install|upgrade|uninstall`: the plan, dry runs through the embedded Helm engine, bad input.
+
+There is no API server here: dry runs render client-side (Helm's memory release storage, nothing
+sent anywhere), and real runs are checked up to the point where they must reach the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_helpers import CHARTS, render
+
+from mlplane.k8s import helm_plan
+from mlplane.k8s.helm_plan import ValuesFileError
+
+
+def run(tmp_path: Path, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(tmp_path), "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("HELM_DRIVER", None)
+    env["KUBECONFIG"] = str(kubeconfig or tmp_path / "no-kubeconfig")
+    return subprocess.run([sys.executable, "-m", "mlplane", "cluster", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def releases(stdout: str) -> list[tuple[str, list[dict]]]:
+    """The dry-run output split per release: (header line, objects)."""
+    parts = re.split(r"^(# Release .*)$", stdout, flags=re.MULTILINE)
+    assert parts[0] == "", parts[0]
+    return [(parts[i], [d for d in yaml.safe_load_all(parts[i + 1]) if d]) for i in range(1, len(parts), 2)]
+
+
+@pytest.fixture()
+def unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig whose API server is a loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+        "users": [{"name": "lab", "user": {"token": "not-a-secret"}}]}), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- the plan (pure)
+def test_install_goes_crds_first_then_mlplane_with_the_values() -> None:
+    plan = helm_plan.install_plan({"mlflow": {"port": 5001}}, namespace="ml", charts_dir=CHARTS)
+    assert [(s.release, s.chart.name, s.namespace, dict(s.values), s.wait) for s in plan] == [
+        ("mlplane-crds", "mlplane-crds", "ml", {}, False),
+        ("mlplane", "mlplane", "ml", {"mlflow": {"port": 5001}}, True)]
+
+
+def test_a_values_file_is_checked_as_helm_merges_it_into_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("mlflow:\n  image:\n    tag: v3.1.0\n  nodeSelector: null\n", encoding="utf-8")
+    assert helm_plan.load_values(path) == {"mlflow": {"image": {"tag": "v3.1.0"}, "nodeSelector": None}}
+    assert helm_plan.coalesce({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": 3, "c": None}, "d": [2]}) == {
+        "a": {"b": 3}, "d": [2]}
+
+
+def test_uninstall_goes_the_other_way() -> None:
+    assert [s.release for s in helm_plan.uninstall_plan(namespace="ml")] == ["mlplane", "mlplane-crds"]
+
+
+def test_the_operator_deployment_is_found_in_the_release_manifest() -> None:
+    manifest = "\n---\n".join(t for p, t in render({"fullnameOverride": "ml"}).items() if p.endswith(".yaml"))
+    assert helm_plan.operator_deployment(helm_plan.manifest_objects(manifest)) == "ml-operator"
+    assert helm_plan.operator_deployment(helm_plan.manifest_objects("---\n# Source: x\n")) is None
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("mlflow:\n  port: [\n", "not valid YAML (line 3)"),
+    ("- a\n- b\n", "must be a mapping of chart values, got list"),
+    ("mlflow:\n  prot: 5001\n", "mlflow.prot: Extra inputs are not permitted"),
+    ("networkPolicy:\n  apiServer:\n    ports: []\n", "networkPolicy.apiServer.ports"),
+])
+def test_bad_values_files_are_named(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValuesFileError, match=re.escape(message)) as raised:
+        helm_plan.load_values(path)
+    assert str(path) in str(raised.value)
+
+
+# --------------------------------------------------------------------------- dry runs (Helm engine)
+@pytest.mark.parametrize("action", ["install", "upgrade"])
+def test_dry_run_prints_both_releases_in_order(tmp_path: Path, action: str) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("mlflow:\n  port: 5001\nfeatureStore:\n  url: http://feast.feast:6566\n", encoding="utf-8")
+    proc = run(tmp_path, action, "--dry-run", "-n", "ml", "--values", str(values))
+    assert proc.returncode == 0, proc.stderr
+    (crds_header, crds), (mlplane_header, objs) = releases(proc.stdout)
+    assert crds_header == "# Release mlplane-crds (chart mlplane-crds 0.1.0), namespace ml"
+    assert sorted(o["metadata"]["name"] for o in crds) == ["modeldeployments.mlplane.io", "platforms.mlplane.io"]
+    assert mlplane_header == "# Release mlplane (chart mlplane 0.1.0), namespace ml"
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    assert by_name[("Service", "mlplane-mlflow")]["spec"]["ports"][0]["port"] == 5001
+    assert by_name[("Service", "mlplane-mlflow")]["metadata"]["namespace"] == "ml"
+    config = by_name[("ConfigMap", "mlplane-operator")]["data"]
+    assert config["MLPLANE_FEATURE_STORE_URL"] == "http://feast.feast:6566"
+    assert config["MLFLOW_TRACKING_URI"] == "http://mlplane-mlflow.ml.svc:5001"
+    assert ("Deployment", "mlplane-operator") in by_name
+
+
+def test_uninstall_dry_run_says_what_goes_and_what_stays(tmp_path: Path) -> None:
+    proc = run(tmp_path, "uninstall", "--dry-run", "-n", "ml")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "would uninstall release mlplane in namespace ml",
+        "would uninstall release mlplane-crds in namespace ml",
+        "the CRDs modeldeployments.mlplane.io and platforms.mlplane.io would stay (helm.sh/resource-policy: keep)"]
+
+
+# --------------------------------------------------------------------------- bad input, unreachable clusters
+def _assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("content", "needles"), [
+    (None, ["values.yaml: no such file"]),
+    ("mlflow: [\n", ["values.yaml: not valid YAML (line 2)"]),
+    ("mlflow:\n  bad: 1\n", ["values.yaml: mlflow.bad: Extra inputs are not permitted"]),
+    # Caught by the chart's own `fail`, rendered offline before the cluster is contacted.
+    ("mlflow:\n  backendStore:\n    type: postgresql\n",
+     ["values for mlplane are invalid", "mlflow.backendStore.host is required"]),
+])
+def test_a_bad_values_file_exits_2_naming_the_problem(tmp_path: Path, unreachable_kubeconfig: Path,
+                                                      content: str | None, needles: list[str]) -> None:
+    path = tmp_path / "values.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    for args in (["install", "--dry-run"], ["upgrade"], ["install"]):
+        proc = run(tmp_path, *args, "--values", str(path), kubeconfig=unreachable_kubeconfig)
+        _assert_clean_failure(proc, 2, *needles)
+
+
+def test_real_install_refuses_an_unreachable_cluster_before_changing_anything(
+        tmp_path: Path, unreachable_kubeconfig: Path) -> None:
+    proc = run(tmp_path, "install", "--timeout", "5", kubeconfig=unreachable_kubeconfig)
+    _assert_clean_failure(proc, 1, "cannot reach the Kubernetes API server (the current kubeconfig context)")
+    assert proc.stdout == ""
+    proc = run(tmp_path, "upgrade", "--kube-context", "prod", kubeconfig=unreachable_kubeconfig)
+    _assert_clean_failure(proc, 1, "cannot reach the Kubernetes API server (context prod)", 'context "prod"')
+    proc = run(tmp_path, "uninstall", kubeconfig=unreachable_kubeconfig)
+    _assert_clean_failure(proc, 1, "cannot reach the Kubernetes API server")
+
+
+def test_a_missing_charts_dir_is_named(tmp_path: Path) -> None:
+    proc = run(tmp_path, "install", "--dry-run", "--charts-dir", str(tmp_path / "nowhere"))
+    _assert_clean_failure(proc, 2, "cannot load the chart", "set --charts-dir")
