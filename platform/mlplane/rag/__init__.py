@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: embedding, the vector store, ingestion, evaluation and answering."""
