@@ -19,9 +19,11 @@ $(BIN)/uv:
 venv: $(BIN)/uv
 	$(BIN)/uv sync --frozen --inexact $(EXTRAS)
 
-## demo: bring up a local platform, train + register + deploy the iris model, call it over V2
+## demo: bring up a local platform, train + register + deploy the iris model, call it over V2;
+## then a RAG platform: ingest the docs corpus, a RAG service on Ray Serve, two questions (one streamed)
 demo: venv
 	$(BIN)/python examples/iris/demo.py
+	$(BIN)/python examples/rag/demo.py
 
 # The tests run in a private network namespace when the machine allows one (root: `unshare -n`;
 # otherwise an unprivileged user namespace: `unshare -rn`): only loopback exists there, so no test can
@@ -39,10 +41,11 @@ test: venv
 lint: venv
 	$(BIN)/ruff check platform operators pipelines tests bench examples
 
-## schemas: regenerate the committed JSON Schemas and CRDs from the spec models
+## schemas: regenerate the committed JSON Schemas, CRDs and the chart's values.schema.json from the models
 schemas: venv
 	$(BIN)/python -m mlplane.spec.schema_gen
 	$(BIN)/python -m mlplane.k8s.crds
+	$(BIN)/python -m mlplane.k8s.chart_values
 
 ## docs: regenerate the spec and CLI references in docs/ from the code
 docs: venv
@@ -57,4 +60,4 @@ bench: venv
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) .mlplane .pytest_cache
+	rm -rf $(VENV) .mlplane .mlplane-rag .pytest_cache

@@ -167,7 +167,7 @@ def test_promote_and_deploy_errors_are_clear(platform):
     unknown_alias = mlplane(state_dir, "deploy", "other", "--model", "models:/iris@staging", check=False)
     assert unknown_alias.returncode == 1 and "staging" in unknown_alias.stderr
     ray = mlplane(state_dir, "deploy", "other", "--model", "models:/iris/1", "--runtime", "ray", check=False)
-    assert ray.returncode == 2 and "spec.runtime: 'ray' is not available" in ray.stderr  # triton is (test_triton)
+    assert ray.returncode == 2 and "spec.rag: runtime 'ray' serves a RAG application" in ray.stderr
     bad_uri = mlplane(state_dir, "deploy", "other", "--model", "models:/", check=False)
     assert bad_uri.returncode == 2 and "spec.model" in bad_uri.stderr
     # The endpoint still serves after all of that.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from typing import Any
@@ -65,6 +66,24 @@ CASES: dict[str, tuple[ModelDeployment, Platform, dict[str, Any]]] = {
                     "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "gpus": 2}},
                    name="ranker", namespace="ml"),
         PROD_PLATFORM, {"gpu_headroom": 1},
+    ),
+    # One GPU per replica and no spare GPU: replace pods one at a time (maxSurge 0).
+    "kserve-1gpu-no-headroom": (
+        deployment({"runtime": "kserve", "replicas": 2,
+                    "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "gpus": 1}},
+                   name="embedder", namespace="ml"),
+        PROD_PLATFORM, {"gpu_headroom": 0},
+    ),
+    # A whole 8-GPU node per replica: 4 spare GPUs are not enough for a surge pod; KEDA scales on
+    # DCGM GPU utilisation and waits at least the 10-minute cold start before scaling down.
+    "triton-8gpu-dcgm": (
+        deployment({"runtime": "triton", "model": "models:/llm-70b/3",
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 3,
+                                    "target": {"metric": "gpu-utilization", "value": 80}},
+                    "resources": {"requests": {"cpu": "32", "memory": "512Gi"}, "gpus": 8},
+                    "coldStartSeconds": 600},
+                   name="llm-70b", namespace="ml"),
+        PROD_PLATFORM, {"gpu_headroom": 4},
     ),
     "ray": (
         deployment({"runtime": "ray", "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
@@ -190,7 +209,8 @@ def test_model_version_label_and_storage_uri(case: str) -> None:
         assert kinds["InferenceService"]["spec"]["predictor"]["model"]["storageUri"] == ARTIFACT.storage_uri
     else:
         serve = yaml.safe_load(kinds["RayService"]["spec"]["serveConfigV2"])
-        assert serve["applications"][0]["args"]["model_uri"] == ARTIFACT.storage_uri
+        generator = next(d for d in serve["applications"][0]["deployments"] if d["name"] == "Generator")
+        assert generator["user_config"]["model_uri"] == ARTIFACT.storage_uri
 
 
 def test_version_label_is_sanitised() -> None:
@@ -199,7 +219,8 @@ def test_version_label_is_sanitised() -> None:
     assert objs[0]["metadata"]["labels"]["mlplane.io/model-version"] == "run-abc-1-x"
 
 
-@pytest.mark.parametrize("case", ["kserve-gpu-autoscaling", "triton-gpu-no-headroom"])
+@pytest.mark.parametrize("case", ["kserve-gpu-autoscaling", "triton-gpu-no-headroom", "kserve-1gpu-no-headroom",
+                                  "triton-8gpu-dcgm"])
 def test_gpu_deployments_get_placement_and_limits(case: str) -> None:
     dep, platform, _ = CASES[case]
     predictor = by_kind(rendered(case))["InferenceService"]["spec"]["predictor"]
@@ -327,7 +348,11 @@ def test_ray_default_import_path_and_cpu_workers() -> None:
     ray = render(deployment({"runtime": "ray"}), Platform.default(), ARTIFACT)
     (obj,) = ray
     serve = yaml.safe_load(obj["spec"]["serveConfigV2"])
-    assert serve["applications"][0]["import_path"] == "mlplane.serving.ray_app:app"
+    app = serve["applications"][0]
+    assert app["import_path"] == "mlplane.rag.serve_app:build_app"
+    # The same application as the local runtime's, with spec.model pinned to the resolved artifact.
+    assert app["deployments"][3]["user_config"] == {"model_uri": ARTIFACT.storage_uri, "model_version": "7"}
+    assert [d["name"] for d in app["deployments"]] == ["Ingress", "Embedder", "Retriever", "Generator"]
     worker = obj["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert worker["groupName"] == "workers" and "tolerations" not in worker["template"]["spec"]
 
@@ -352,3 +377,81 @@ def test_gpu_headroom_comes_from_the_platform_unless_the_caller_overrides_it():
     assert strategy(roomy)["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert strategy(Platform.default())["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert strategy(roomy, gpu_headroom=0)["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+@pytest.mark.parametrize(("case", "gpus"), [("kserve-1gpu-no-headroom", "1"), ("triton-8gpu-dcgm", "8")])
+def test_gpu_pods_never_surge_past_the_spare_gpus(case: str, gpus: str) -> None:
+    predictor = by_kind(rendered(case))["InferenceService"]["spec"]["predictor"]
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert predictor["deploymentStrategy"] == {"type": "RollingUpdate",
+                                               "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_eight_gpu_replicas_scale_on_dcgm_after_a_cold_start() -> None:
+    objs = by_kind(rendered("triton-8gpu-dcgm"))
+    scaled = objs["ScaledObject"]["spec"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 3)
+    (trigger,) = scaled["triggers"]
+    assert trigger["metadata"]["query"] == (
+        'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{namespace="ml",pod=~"llm-70b-predictor-.*"}[2m]))')
+    assert trigger["metricType"] == "Value" and trigger["metadata"]["threshold"] == "80"
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+
+
+# --------------------------------------------------------------------------- measured cold start
+@pytest.mark.parametrize(("spec_cold", "measured", "window", "expected"), [
+    (None, 412.3, 300, 413),   # unset in the spec: what the local runtime measured
+    (None, 12.0, 300, 300),    # never below the configured window
+    (30, 412.3, 0, 30),        # the spec wins over a measurement
+    (None, None, 120, 120),    # nothing known: the configured window
+])
+def test_measured_cold_start_stands_in_for_an_unset_spec(spec_cold: float | None, measured: float | None,
+                                                         window: int, expected: int) -> None:
+    spec: dict[str, Any] = {"autoscaling": {"maxReplicas": 2, "scaleDown": {"stabilizationWindowSeconds": window}}}
+    if spec_cold is not None:
+        spec["coldStartSeconds"] = spec_cold
+    objs = by_kind(render(deployment(spec), Platform.default(), ARTIFACT, measured_cold_start_seconds=measured))
+    assert objs["ScaledObject"]["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+        "stabilizationWindowSeconds"] == expected
+
+
+def test_a_negative_measurement_is_refused() -> None:
+    with pytest.raises(ValueError, match="measured_cold_start_seconds"):
+        render(deployment({}), Platform.default(), ARTIFACT, measured_cold_start_seconds=-1)
+
+
+@pytest.mark.e2e
+def test_render_defaults_the_cold_start_to_what_the_local_runtime_measured(tmp_path) -> None:
+    """A real local platform serves iris; `mlplane render` then sizes the scale-down window from it."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+    from platform_helpers import mlplane, status
+
+    from mlplane_pipelines.iris import train_and_register
+
+    state_dir = tmp_path / ".mlplane"
+    mlplane(state_dir, "up", "-f", str(REPO_ROOT / "examples" / "iris" / "platform.yaml"))
+    try:
+        train_and_register(status(state_dir)["trackingUri"], name="iris", alias="champion")
+        mlplane(state_dir, "deploy", "-f", str(REPO_ROOT / "examples" / "iris" / "deployment.yaml"))
+        measured = status(state_dir)["deployments"]["iris"]["coldStartSeconds"]
+        assert measured > 0
+
+        def window(cold_start: float | None) -> int:
+            spec = {"model": "models:/iris@champion", "runtime": "kserve",
+                    "autoscaling": {"maxReplicas": 2, "scaleDown": {"stabilizationWindowSeconds": 0}}}
+            if cold_start is not None:
+                spec["coldStartSeconds"] = cold_start
+            path = tmp_path / "iris.yaml"
+            path.write_text(yaml.safe_dump({"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment",
+                                            "metadata": {"name": "iris"}, "spec": spec}), encoding="utf-8")
+            objs = by_kind(list(yaml.safe_load_all(mlplane(state_dir, "render", "-f", str(path)).stdout)))
+            return objs["ScaledObject"]["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
+                "scaleDown"]["stabilizationWindowSeconds"]
+
+        assert window(None) == math.ceil(measured)
+        assert window(900) == 900  # the spec's own value wins
+    finally:
+        mlplane(state_dir, "down", check=False)

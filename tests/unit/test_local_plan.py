@@ -110,5 +110,6 @@ def test_runtimes_come_from_a_registry_with_a_clear_error_for_missing_ones(tmp_p
     assert load.body == {"parameters": {"model_uri": "models:/iris/4", "model_version": "4"}}
     ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1024, 5)
     assert "mlplane.serving" in kserve.process(ctx, "iris", model, Endpoint("127.0.0.1", 1, 2)).argv
-    with pytest.raises(UnsupportedRuntime, match="spec.runtime: 'ray' is not available.*'kserve'"):
-        runtime_for("ray")
+    assert runtime_for("ray").grpc is False  # Ray Serve answers HTTP only
+    with pytest.raises(UnsupportedRuntime, match="spec.runtime: 'onnx' is not available.*'kserve'"):
+        runtime_for("onnx")

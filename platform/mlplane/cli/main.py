@@ -15,6 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mlplane import __version__
+from mlplane.cli import ingest as rag_cli
+from mlplane.cli.cluster import app as cluster_app
+from mlplane.cli.keys import keys_app
 from mlplane.runtime.local import control
 from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
 from mlplane.spec import API_VERSION, ModelDeployment, Platform, SpecError, dump_yaml, load_dict, load_file
@@ -29,6 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(keys_app, name="keys")
+app.add_typer(cluster_app, name="cluster")
 out = Console()
 err = Console(stderr=True)
 
@@ -298,10 +303,14 @@ def promote(
 
 @app.command()
 def render(
-    file: Path = typer.Option(..., "--file", "-f",
-                              help="ModelDeployment spec(s) (YAML); a Platform document in it applies."),
+    file: Path | None = typer.Option(None, "--file", "-f",
+                                     help="ModelDeployment spec(s) (YAML); a Platform document in it applies."),
     platform_file: Path | None = typer.Option(None, "--platform",
                                               help="Platform spec (YAML) for GPU pool and serving defaults."),
+    ingest: str | None = typer.Option(
+        None, "--ingest", metavar="COLLECTION",
+        help="Instead of deployments: the ingestion Job (and CronJob, with a schedule) of this collection of the "
+             "Platform's spec.vectorStore.collections (needs --platform)."),
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
         help="MLflow that resolves models:/ references (default: the running local platform's)."),
@@ -313,11 +322,20 @@ def render(
     """Print the Kubernetes objects for deployments: the same pure render the operator uses.
 
     models:/NAME@ALIAS and models:/NAME/VERSION resolve in MLflow to the version's artifact location.
+    The KEDA scale-down window is at least the model's cold start: spec.coldStartSeconds, or, when
+    unset, the start-to-ready time the local runtime measured for the deployment (state dir).
+    With --ingest COLLECTION --platform FILE: the collection's ingestion Job and CronJob instead.
     """
     from mlplane import registry
     from mlplane.k8s import ResolvedArtifact
     from mlplane.k8s import render as render_objects
 
+    if ingest is not None:
+        objects = rag_cli.render_ingest_objects(ingest, platform_file)
+        _print_objects(objects, output)
+        return
+    if file is None:
+        raise _fail("give --file (deployments) or --ingest COLLECTION --platform FILE", 2)
     docs = _load(file)
     platforms = [d for d in (_load(platform_file) if platform_file else docs) if isinstance(d, Platform)]
     if len(platforms) > 1:
@@ -327,10 +345,11 @@ def render(
     if not deployments:
         raise _fail(f"{file}: no ModelDeployment document in it", 2)
     objects: list[dict[str, Any]] = []
+    state = control.read_state(_paths(state_dir)) or {}
     for dep in deployments:
         uri = tracking_uri
         if dep.model_ref.kind != "uri" and not uri:
-            uri = (control.read_state(_paths(state_dir)) or {}).get("trackingUri")
+            uri = state.get("trackingUri")
             if not uri:
                 raise _fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
                             "set MLFLOW_TRACKING_URI, or run `mlplane up`")
@@ -340,7 +359,16 @@ def render(
             raise _fail(str(exc)) from None
         except Exception as exc:  # MLflow unreachable
             raise _fail(f"MLflow at {uri} did not answer: {exc}") from None
-        objects += render_objects(dep, platform, ResolvedArtifact(version, location), gpu_headroom=gpu_headroom)
+        measured = (state.get("deployments", {}).get(dep.metadata.name) or {}).get("coldStartSeconds")
+        try:
+            objects += render_objects(dep, platform, ResolvedArtifact(version, location), gpu_headroom=gpu_headroom,
+                                      measured_cold_start_seconds=measured)
+        except ValueError as exc:  # e.g. spec.features on a platform whose feature store cannot serve them
+            raise _fail(str(exc), 2) from None
+    _print_objects(objects, output)
+
+
+def _print_objects(objects: list[dict[str, Any]], output: Output) -> None:
     if output is Output.json:
         out.print_json(json.dumps(objects))
     else:
@@ -371,6 +399,10 @@ def logs(
                 sys.stdout.flush()
             else:
                 time.sleep(0.3)
+
+
+app.command("ingest")(rag_cli.ingest)
+app.command("eval")(rag_cli.rag_eval)
 
 
 def main() -> None:

@@ -114,8 +114,22 @@ def _description(param: Any) -> str:
     return md_text(text.strip())
 
 
-def _command_section(name: str, command: Any, root_ctx: Any) -> list[str]:
-    ctx = root_ctx.__class__(command, info_name=name, parent=root_ctx)
+def _commands(group: Any, ctx: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(full name, command, parent context)`` of every visible command, sub-commands after their group."""
+    found = []
+    for leaf in group.list_commands(ctx):
+        command = group.get_command(ctx, leaf)
+        if command.hidden:
+            continue
+        name = f"{prefix}{leaf}"
+        found.append((name, command, ctx))
+        if hasattr(command, "list_commands"):  # a group of sub-commands
+            found += _commands(command, ctx.__class__(command, info_name=leaf, parent=ctx), f"{name} ")
+    return found
+
+
+def _command_section(name: str, command: Any, parent_ctx: Any) -> list[str]:
+    ctx = parent_ctx.__class__(command, info_name=name.rsplit(" ", 1)[-1], parent=parent_ctx)
     lines = [f"## `{PROG} {name}`", ""]
     if getattr(command, "deprecated", False):
         lines += ["**Deprecated.**", ""]
@@ -140,8 +154,7 @@ def render() -> str:
     """The whole of docs/cli-reference.md."""
     group = typer.main.get_command(app)
     root_ctx = group.context_class(group, info_name=PROG, terminal_width=WIDTH, max_content_width=WIDTH)
-    names = [n for n in group.list_commands(root_ctx) if not group.get_command(root_ctx, n).hidden]
-    commands = {n: group.get_command(root_ctx, n) for n in names}
+    commands = _commands(group, root_ctx)
     lines = [
         "# CLI reference",
         "",
@@ -158,11 +171,11 @@ def render() -> str:
         "an optional one.",
         "",
         *md_table(("Command", "Summary"),
-                  [(f"[`{n}`](#{PROG}-{n})", _summary(_help(c.help))) for n, c in commands.items()]),
+                  [(f"[`{n}`](#{PROG}-{n.replace(' ', '-')})", _summary(_help(c.help))) for n, c, _ in commands]),
         "",
     ]
-    for name, command in commands.items():
-        lines += _command_section(name, command, root_ctx)
+    for name, command, parent_ctx in commands:
+        lines += _command_section(name, command, parent_ctx)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

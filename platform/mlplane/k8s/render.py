@@ -20,6 +20,9 @@ from typing import Any
 
 import yaml
 
+from mlplane.features.k8s import configmap_name, pod_features
+from mlplane.rag.serve_config import IMPORT_PATH as RAG_IMPORT_PATH
+from mlplane.rag.serve_config import serve_app_config
 from mlplane.spec.common import Runtime
 from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ScaleTarget
 from mlplane.spec.platform import Platform
@@ -28,7 +31,7 @@ Obj = dict[str, Any]
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-DEFAULT_RAY_IMPORT_PATH = "mlplane.serving.ray_app:app"
+DEFAULT_RAY_IMPORT_PATH = RAG_IMPORT_PATH
 RAY_VERSION = "2.60.0"
 DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
 
@@ -210,11 +213,19 @@ def replica_bounds(deployment: ModelDeployment) -> ReplicaBounds:
     return ReplicaBounds(scaling.min_replicas, scaling.max_replicas)
 
 
-def scale_down_window(deployment: ModelDeployment, scaling: AutoscalingSpec) -> int:
-    """Seconds of low load before scaling down: at least a cold start, so a new pod is not wasted."""
+def scale_down_window(deployment: ModelDeployment, scaling: AutoscalingSpec,
+                      measured_cold_start_seconds: float | None = None) -> int:
+    """Seconds of low load before scaling down: at least a cold start, so a new pod is not wasted.
+
+    The cold start is `spec.coldStartSeconds`, else `measured_cold_start_seconds` (what the local
+    runtime measured from start to ready), else unknown: then the configured window applies as is.
+    """
     window = scaling.scale_down.stabilization_window_seconds
-    if deployment.spec.cold_start_seconds is not None:
-        window = max(window, math.ceil(deployment.spec.cold_start_seconds))
+    cold_start = deployment.spec.cold_start_seconds
+    if cold_start is None:
+        cold_start = measured_cold_start_seconds
+    if cold_start is not None:
+        window = max(window, math.ceil(cold_start))
     return window
 
 
@@ -239,13 +250,13 @@ def prometheus_trigger(deployment: ModelDeployment, flavour: _KServeFlavour, tar
 
 
 def scaled_object(deployment: ModelDeployment, resolved: ResolvedArtifact, flavour: _KServeFlavour, *,
-                  prometheus_url: str) -> Obj:
+                  prometheus_url: str, measured_cold_start_seconds: float | None = None) -> Obj:
     """A KEDA ScaledObject that scales the predictor Deployment on the spec's target metric."""
     scaling = deployment.spec.autoscaling
     assert scaling is not None
     bounds = replica_bounds(deployment)
     target = scaling.target or DEFAULT_SCALE_TARGET
-    down = scale_down_window(deployment, scaling)
+    down = scale_down_window(deployment, scaling, measured_cold_start_seconds)
     spec: Obj = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": predictor_name(deployment)},
         "minReplicaCount": bounds.min_replicas,
@@ -294,9 +305,27 @@ def inference_service(deployment: ModelDeployment, platform: Platform, resolved:
         **_gpu_placement(deployment, platform),
         "model": model,
     }
+    if deployment.spec.features is not None:  # the model server reads online features (mlplane.features.k8s)
+        if flavour.model_format != "mlflow":
+            raise ValueError(f"{deployment.metadata.name}: spec.features is served by runtime 'kserve' only")
+        pod = pod_features(deployment, platform)
+        model.update(env=pod.env, volumeMounts=pod.volume_mounts)
+        predictor["volumes"] = pod.volumes
+    rollout = deployment.spec.rollout
+    if rollout is not None and rollout.canary_traffic_percent is not None:
+        # KServe splits traffic between the previous and the newest revision only in Serverless mode.
+        annotations["serving.kserve.io/deploymentMode"] = "Serverless"
+        predictor["canaryTrafficPercent"] = rollout.canary_traffic_percent
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
             "spec": {"predictor": predictor}}
+
+
+def feature_store_config_map(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact) -> Obj:
+    """The cluster feature_store.yaml the predictor mounts (credentials only as ${ENV} references)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(deployment, resolved, configmap_name(deployment)),
+            "data": pod_features(deployment, platform).config_data}
 
 
 def pod_disruption_budget(deployment: ModelDeployment, resolved: ResolvedArtifact) -> Obj:
@@ -328,21 +357,31 @@ def _render_kserve(deployment: ModelDeployment, platform: Platform, resolved: Re
     flavour = _KSERVE_FLAVOURS[runtime]
     objects = [inference_service(deployment, platform, resolved, flavour, gpu_headroom=opts.gpu_headroom),
                pod_disruption_budget(deployment, resolved)]
+    if deployment.spec.features is not None:
+        objects.insert(0, feature_store_config_map(deployment, platform, resolved))
     if deployment.spec.autoscaling is not None:
-        objects.append(scaled_object(deployment, resolved, flavour, prometheus_url=opts.prometheus_url))
+        objects.append(scaled_object(deployment, resolved, flavour, prometheus_url=opts.prometheus_url,
+                                     measured_cold_start_seconds=opts.measured_cold_start_seconds))
     objects.append(service_monitor(deployment, resolved, flavour))
     return objects
 
 
 # --------------------------------------------------------------------------- ray
-def serve_config(deployment: ModelDeployment, resolved: ResolvedArtifact, import_path: str) -> str:
-    """Ray Serve's `serveConfigV2`: one application named after the deployment."""
-    app: Obj = {
-        "name": deployment.metadata.name,
-        "route_prefix": "/",
-        "import_path": import_path,
-        "args": {"model_uri": resolved.storage_uri, "registry_version": resolved.registry_version},
-    }
+def serve_config(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
+                 import_path: str) -> str:
+    """Ray Serve's `serveConfigV2`: the deployment's application, the same one the local runtime runs
+    (`mlplane.rag.serve_config.serve_app_config`), with `spec.model` pinned to the resolved artifact.
+
+    The application reaches MLflow through `MLFLOW_TRACKING_URI` in the pods unless the platform's
+    tracking is external, and Milvus at the platform's `spec.vectorStore.uri`.
+    """
+    tracking = platform.spec.tracking
+    app = serve_app_config(
+        deployment, platform, import_path=import_path,
+        tracking_uri=tracking.uri if tracking.mode == "external" else None,
+        vector_store_uri=platform.spec.vector_store.uri,
+        generator_uri=resolved.storage_uri, generator_version=resolved.registry_version,
+    )
     return yaml.safe_dump({"applications": [app]}, sort_keys=False)
 
 
@@ -387,7 +426,7 @@ def ray_service(deployment: ModelDeployment, platform: Platform, resolved: Resol
         "apiVersion": "ray.io/v1", "kind": "RayService",
         "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
         "spec": {
-            "serveConfigV2": serve_config(deployment, resolved, import_path),
+            "serveConfigV2": serve_config(deployment, platform, resolved, import_path),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
@@ -410,6 +449,7 @@ class _Options:
     prometheus_url: str
     ray_import_path: str
     ray_image: str
+    measured_cold_start_seconds: float | None = None
 
 
 _RENDERERS: dict[str, Callable[[ModelDeployment, Platform, ResolvedArtifact, str, _Options], list[Obj]]] = {
@@ -421,18 +461,23 @@ _RENDERERS: dict[str, Callable[[ModelDeployment, Platform, ResolvedArtifact, str
 
 def render(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
            gpu_headroom: int | None = None, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
-           ray_import_path: str = DEFAULT_RAY_IMPORT_PATH, ray_image: str = DEFAULT_RAY_IMAGE) -> list[Obj]:
+           ray_import_path: str = DEFAULT_RAY_IMPORT_PATH, ray_image: str = DEFAULT_RAY_IMAGE,
+           measured_cold_start_seconds: float | None = None) -> list[Obj]:
     """The Kubernetes objects serving `deployment` on `platform`, in apply order.
 
     `gpu_headroom` is the number of GPUs free for a surge pod during a rolling update (0: replace pods
     one at a time); unset, the platform's `spec.gpuNodePool.gpuHeadroom` applies.
     `prometheus_url` is where KEDA queries metrics; `ray_import_path` is the Ray Serve application
-    (`module:attribute`) a `runtime: ray` deployment runs.
+    (`module:attribute`) a `runtime: ray` deployment runs. `measured_cold_start_seconds` is the cold
+    start the local runtime measured; it stands in for an unset `spec.coldStartSeconds` in the KEDA
+    scale-down window.
     """
     if gpu_headroom is None:
         gpu_headroom = platform.spec.gpu_node_pool.gpu_headroom
     if gpu_headroom < 0:
         raise ValueError(f"gpu_headroom must be 0 or more, got {gpu_headroom}")
     runtime = effective_runtime(deployment, platform)
-    opts = _Options(gpu_headroom, prometheus_url, ray_import_path, ray_image)
+    if measured_cold_start_seconds is not None and measured_cold_start_seconds < 0:
+        raise ValueError(f"measured_cold_start_seconds must be 0 or more, got {measured_cold_start_seconds}")
+    opts = _Options(gpu_headroom, prometheus_url, ray_import_path, ray_image, measured_cold_start_seconds)
     return _RENDERERS[runtime](deployment, platform, resolved, runtime, opts)

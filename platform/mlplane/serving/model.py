@@ -11,9 +11,12 @@ import mlflow.pyfunc
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput
 
+from mlplane.features.online import EntityNotFound, FeatureJoin, FeatureLookupError, OnlineFeatures
+
 from .signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta, example_input
 
-__all__ = ["PLATFORM", "ModelLoadError", "ModelSourceError", "PyfuncModel", "version_from_uri"]
+__all__ = ["PLATFORM", "EntityNotFoundError", "ModelLoadError", "ModelSourceError", "PyfuncModel",
+           "version_from_uri"]
 
 PLATFORM = "mlflow_pyfunc"
 
@@ -26,6 +29,10 @@ class ModelLoadError(InferenceError):
 
 class ModelSourceError(InvalidInput):
     """The model URI points at nothing loadable (HTTP 400; the served version is unchanged)."""
+
+
+class EntityNotFoundError(InvalidInput):
+    """The request names entities without online features (HTTP 404, gRPC INVALID_ARGUMENT)."""
 
 
 _SOURCE_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
@@ -47,10 +54,12 @@ class PyfuncModel(Model):
     and replaces it in the repository, so in-flight requests finish on the object they started with.
     """
 
-    def __init__(self, name: str, model_uri: str, version: str) -> None:
+    def __init__(self, name: str, model_uri: str, version: str, features: OnlineFeatures | None = None) -> None:
         super().__init__(name)
         self.model_uri = model_uri
         self.version = version
+        self.features = features  # online features joined to each request (spec.features)
+        self._join: FeatureJoin | None = None
         self.platform = PLATFORM
         self._pyfunc: Any = None
         self._decoder: RequestDecoder | None = None
@@ -75,7 +84,12 @@ class PyfuncModel(Model):
         metadata = pyfunc.metadata
         self._decoder = RequestDecoder(metadata.get_input_schema())
         self._encoder = ResponseEncoder(metadata.get_output_schema())
-        self._input_types = [t.to_dict() for t in self._decoder.inputs]
+        if self.features is not None:
+            try:
+                self._join = FeatureJoin(self.features, self._decoder.inputs)
+            except FeatureLookupError as exc:
+                raise ModelLoadError(f"model {self.name!r} version {self.version}: {exc}") from exc
+        self._input_types = [t.to_dict() for t in (self._join.inputs if self._join else self._decoder.inputs)]
         self._output_types = [t.to_dict() for t in self._encoder.outputs]
         self._warm_up(metadata)
         self.ready = True
@@ -135,9 +149,12 @@ class PyfuncModel(Model):
         if not isinstance(payload, InferRequest):
             raise InvalidInput("this model speaks the V2 inference protocol: POST /v2/models/{name}/infer")
         try:
-            data = self._decoder.decode(payload.inputs)  # type: ignore[union-attr]
+            inputs = payload.inputs if self._join is None else self._join.join(payload.inputs)
+            data = self._decoder.decode(inputs)  # type: ignore[union-attr]
         except SignatureError as exc:
             raise InvalidInput(str(exc)) from None
+        except EntityNotFound as exc:
+            raise EntityNotFoundError(str(exc)) from None
         prediction = self._pyfunc.predict(data)
         try:
             encoded = self._encoder.encode(prediction)  # type: ignore[union-attr]

@@ -7,6 +7,8 @@ What differs from a stock ``kserve.ModelServer`` (0.21):
 * ``POST /v2/repository/models/{name}/load`` takes ``{"parameters": {"model_uri", "model_version"}}``
   and swaps the served version in place (load + warm-up off the event loop, then one dict update);
 * request bodies are capped by a pure ASGI middleware; gRPC messages by the channel option;
+* with ``--auth-keys-file``, HTTP and gRPC requests need an API key and share per-key rate limits
+  (:mod:`mlplane.auth`); liveness, readiness and ``/metrics`` stay open;
 * per-request logging (timing middleware, gRPC logging interceptor, access log) is opt-in.
 """
 
@@ -16,6 +18,7 @@ import asyncio
 import logging
 from concurrent import futures
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,8 +37,11 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
+from mlplane.auth import ApiKeyMiddleware, Authenticator, AuthSettings, RateLimit
+from mlplane.auth.grpc_auth import ApiKeyInterceptor
+
 from .limits import MaxBodySizeMiddleware
-from .model import PyfuncModel, version_from_uri
+from .model import EntityNotFoundError, PyfuncModel, version_from_uri
 from .settings import ServingSettings
 from .signature import SignatureError, split_binary_request
 
@@ -76,7 +82,7 @@ class SwappableModelRepository(ModelRepository):
                         "pass parameters.model_version in the load request"
                     )
                 version = current.version
-            new = PyfuncModel(name, uri, version)
+            new = PyfuncModel(name, uri, version, current.features)
             new.enable_latency_logging = current.enable_latency_logging
             await asyncio.get_running_loop().run_in_executor(self._executor, new.load)
             self.update(new, name)
@@ -202,6 +208,11 @@ async def _model_not_found(_: Request, exc: Exception) -> JSONResponse:
     return ORJSONResponse(status_code=404, content={"error": str(exc)})
 
 
+async def _entity_not_found(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("entity not found: %s", exc)
+    return ORJSONResponse(status_code=404, content={"error": str(exc)})
+
+
 async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     problems = []
     for err in exc.errors():
@@ -216,8 +227,12 @@ async def _request_validation(_: Request, exc: RequestValidationError) -> JSONRe
 
 
 class _RESTServer(RESTServer):
-    def __init__(self, app: FastAPI, *, settings: ServingSettings, **kwargs: Any) -> None:
-        super().__init__(MaxBodySizeMiddleware(app, settings.max_request_bytes), **kwargs)
+    def __init__(self, app: FastAPI, *, settings: ServingSettings, authenticator: Authenticator | None,
+                 **kwargs: Any) -> None:
+        asgi: Any = MaxBodySizeMiddleware(app, settings.max_request_bytes)
+        if authenticator is not None:  # outermost: requests without a key are refused before the body is read
+            asgi = ApiKeyMiddleware(asgi, authenticator)
+        super().__init__(asgi, **kwargs)
         self._app = app
         self._settings = settings
         self.config.host = settings.host
@@ -244,6 +259,7 @@ class _RESTServer(RESTServer):
         self._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, _invalid_input)
         app.add_exception_handler(ModelNotFound, _model_not_found)
+        app.add_exception_handler(EntityNotFoundError, _entity_not_found)
         app.add_exception_handler(RequestValidationError, _request_validation)
 
     @property
@@ -252,10 +268,12 @@ class _RESTServer(RESTServer):
 
 
 class _GRPCServer:
-    def __init__(self, data_plane: DataPlane, repository_extension: Any, settings: ServingSettings) -> None:
+    def __init__(self, data_plane: DataPlane, repository_extension: Any, settings: ServingSettings,
+                 authenticator: Authenticator | None) -> None:
         self._data_plane = data_plane
         self._extension = repository_extension
         self._settings = settings
+        self._authenticator = authenticator
         self._server: aio.Server | None = None
 
     @property
@@ -268,6 +286,8 @@ class _GRPCServer:
         interceptors: list[Any] = [ExceptionToStatusInterceptor()]
         if self._settings.log_requests:
             interceptors.insert(0, LoggingInterceptor())
+        if self._authenticator is not None:
+            interceptors.insert(0, ApiKeyInterceptor(self._authenticator))
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=interceptors,
@@ -307,6 +327,10 @@ class PyfuncModelServer(ModelServer):
         )
         self.settings = settings
         self.dataplane = PyfuncDataPlane(model_registry=self.registered_models)
+        self.authenticator: Authenticator | None = None
+        if settings.auth_keys_file:
+            limit = RateLimit(settings.auth_rps, settings.auth_burst)
+            self.authenticator = Authenticator(AuthSettings(Path(settings.auth_keys_file), limit))
 
     def start(self, models: list[Any]) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -321,6 +345,7 @@ class PyfuncModelServer(ModelServer):
         self._rest_server = _RESTServer(
             app,
             settings=s,
+            authenticator=self.authenticator,
             data_plane=self.dataplane,
             model_repository_extension=self.model_repository_extension,
             http_port=s.http_port,
@@ -330,7 +355,7 @@ class PyfuncModelServer(ModelServer):
         )
         self.servers.extend([self._rest_server.start(), self._announce(models)])
         if s.grpc:
-            self._grpc_server = _GRPCServer(self.dataplane, self.model_repository_extension, s)
+            self._grpc_server = _GRPCServer(self.dataplane, self.model_repository_extension, s, self.authenticator)
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
@@ -363,6 +388,11 @@ def serve(settings: ServingSettings) -> None:
         ours.setLevel(logging.INFO)
         ours.propagate = False
     version = settings.model_version or version_from_uri(settings.model_uri) or "1"
-    model = PyfuncModel(settings.name, settings.model_uri, version)
+    features = None
+    if settings.features and settings.feature_store_yaml:
+        from mlplane.features.online import OnlineFeatures, parse_features
+
+        features = OnlineFeatures(parse_features(settings.features), settings.feature_store_yaml)
+    model = PyfuncModel(settings.name, settings.model_uri, version, features)
     model.load()
     server.start([model])

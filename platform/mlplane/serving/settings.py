@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,12 +25,24 @@ class ServingSettings:
     log_requests: bool = False
     grpc_threads: int = 4
     grpc: bool = True
+    features: str | None = None  # spec.features as JSON: join online features to every request
+    feature_store_yaml: str | None = None  # the Feast repo config the features are read with
+    auth_keys_file: str | None = None  # set: every request needs an API key from this file (mlplane.auth)
+    auth_rps: float = 10.0
+    auth_burst: int = 20
 
 
 def _positive(value: str) -> int:
     number = int(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
     return number
 
 
@@ -77,9 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-grpc", dest="grpc", action="store_false", help="serve V2 over HTTP only")
     parser.add_argument("--grpc-threads", type=_positive, default=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--features",
+        default=os.environ.get("MLPLANE_FEATURES") or None,
+        help="the deployment's spec.features as JSON: fetch these online features for the entity ids in "
+        "each request and join them (default: $MLPLANE_FEATURES)",
+    )
+    parser.add_argument(
+        "--feature-store-yaml",
+        default=os.environ.get("MLPLANE_FEATURE_STORE_YAML") or None,
+        help="Feast feature_store.yaml to read online features with (default: $MLPLANE_FEATURE_STORE_YAML)",
+    )
+    parser.add_argument(
+        "--auth-keys-file",
+        default=None,
+        help="require an API key (Authorization: Bearer or x-api-key) from this key file on HTTP and gRPC",
+    )
+    parser.add_argument("--auth-rps", type=_positive_float, default=10.0,
+                        help="default requests per second per key (keys may have their own)")
+    parser.add_argument("--auth-burst", type=_positive, default=20, help="default burst per key")
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if bool(ns.features) != bool(ns.feature_store_yaml):
+        parser.error("--features and --feature-store-yaml go together")
     return ServingSettings(**vars(ns))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from mlplane.spec.common import API_VERSION, Metadata, Quantity, Runtime, SpecModel, Status
 from mlplane.spec.modelref import ModelRef, ModelRefError, parse_model_ref
@@ -28,6 +28,8 @@ def _check_feature(value: str) -> str:
 
 ModelUri = Annotated[str, AfterValidator(_check_model)]
 FeatureName = Annotated[str, AfterValidator(_check_feature)]
+# Scalars of any type: a free-form object in JSON Schema and CRDs (which cannot express the union).
+FeatureDefaults = Annotated[dict[FeatureName, float | int | str | bool], WithJsonSchema({"type": "object"})]
 
 
 class ScaleTarget(SpecModel):
@@ -105,13 +107,45 @@ class BatchingSpec(SpecModel):
 
 
 class FeaturesSpec(SpecModel):
-    """Online features joined to each request (Feast)."""
+    """Online features joined to each request (Feast), like KServe's Feast transformer.
 
-    entity_key: str = Field(description="Request field holding the entity id.")
-    features: list[FeatureName] = Field(description="Features to fetch, as '<feature_view>:<feature>'.")
-    on_missing: Literal["error", "default"] = Field(
-        default="error", description="What to do when a feature is missing: fail or use the default."
+    A request sends the entity ids as the V2 input named `entityKey` (INT64 or BYTES) instead of the
+    feature columns; the server reads the features from the online store and joins them, by feature
+    name, to the model's signature columns.
+    """
+
+    entity_key: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Request input holding the entity ids; the Feast entity's join key (e.g. 'flower_id').",
     )
+    features: list[FeatureName] = Field(
+        min_length=1,
+        description="Features to fetch, as '<feature_view>:<feature>'; each feature name is a model input.",
+    )
+    on_missing: Literal["error", "default"] = Field(
+        default="error",
+        description="An entity without online values: 'error' answers 404 naming it; 'default' uses `defaults` "
+        "(a feature without one: NaN in a floating-point column, else the request is refused with 404).",
+    )
+    defaults: FeatureDefaults = Field(
+        default_factory=dict,
+        description="Value per feature ('<feature_view>:<feature>') used for a missing one when onMissing "
+        "is 'default'.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeaturesSpec:
+        names = [f.split(":", 1)[1] for f in self.features]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise ValueError(f"features: {clashes} appear in more than one feature view; the model's inputs "
+                             "are the feature names, so each must be unique")
+        if self.entity_key in names:
+            raise ValueError(f"entityKey '{self.entity_key}' is also a feature name")
+        unknown = sorted(set(self.defaults) - set(self.features))
+        if unknown:
+            raise ValueError(f"defaults: {unknown} are not in `features`")
+        return self
 
 
 class RetrievalSpec(SpecModel):
@@ -130,6 +164,75 @@ class RetrievalSpec(SpecModel):
         return self
 
 
+class EmbedderSpec(SpecModel):
+    """The embedding model of a RAG service (an MLflow pyfunc: texts in, normalised vectors out)."""
+
+    model: ModelUri = Field(
+        default="models:/mlplane-embedder@champion",
+        description="Embedder to load; moving its alias needs the collection re-ingested with the new model.",
+    )
+
+
+GeneratorType = Literal["local", "extractive", "openai", "kserve-v2"]
+
+
+class GeneratorSpec(SpecModel):
+    """What writes the answer from the retrieved chunks."""
+
+    type: GeneratorType = Field(
+        default="local",
+        description="'local': the small CPU model in `spec.model` (an MLflow pyfunc); 'extractive': the "
+                    "best-matching sentences of the chunks, no model; 'openai': any OpenAI-compatible "
+                    "`/v1/chat/completions` server at `url`; 'kserve-v2': a KServe V2 `generate` endpoint at `url`.",
+    )
+    url: str | None = Field(
+        default=None, description="Base URL of the remote server (openai, kserve-v2), e.g. 'http://llm:8080'."
+    )
+    model_name: str | None = Field(
+        default=None, description="Model name on the remote server (openai: `model`; kserve-v2: the path segment)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the remote server's API key (never the key itself)."
+    )
+    max_tokens: int = Field(default=256, ge=1, le=8192, description="Most tokens generated per answer.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
+    timeout_seconds: float = Field(default=120, gt=0, description="Remote request timeout.")
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> GeneratorSpec:
+        if self.type in ("openai", "kserve-v2") and not self.url:
+            raise ValueError(f"type '{self.type}' needs `url` (the server's base URL, e.g. 'http://llm:8080')")
+        if self.type == "kserve-v2" and not self.model_name:
+            raise ValueError("type 'kserve-v2' needs `modelName` (the model's name in /v2/models/NAME/generate)")
+        return self
+
+
+class RagSpec(SpecModel):
+    """A retrieval-augmented generation service (runtime 'ray'): embedder → retriever → generator."""
+
+    embedder: EmbedderSpec = Field(default_factory=EmbedderSpec, description="Embedding model.")
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec, description="Answer generator.")
+    max_question_chars: int = Field(
+        default=2000, ge=1, description="Longest question (last user message) accepted; longer ones get 413."
+    )
+    max_input_chars: int = Field(
+        default=16000, ge=1, description="Most characters in one request's messages or embedding inputs (413 above)."
+    )
+    max_embedding_inputs: int = Field(
+        default=256, ge=1, description="Most texts in one `/v1/embeddings` request (413 above)."
+    )
+
+
+class RolloutSpec(SpecModel):
+    """How a new model version reaches traffic in the cluster (runtimes kserve and triton)."""
+
+    canary_traffic_percent: int | None = Field(
+        default=None, ge=0, le=100,
+        description="Share of traffic (0-100) the newest version gets while the previous one keeps the rest "
+                    "(KServe canaryTrafficPercent; needs KServe's Serverless mode). Unset: all traffic moves.",
+    )
+
+
 class ModelDeploymentSpec(SpecModel):
     """Desired state of one model server."""
 
@@ -139,6 +242,7 @@ class ModelDeploymentSpec(SpecModel):
     runtime: Runtime = Field(default="kserve", description="Model server runtime.")
     replicas: int = Field(default=1, ge=0, description="Replica count when autoscaling is unset.")
     autoscaling: AutoscalingSpec | None = Field(default=None, description="Autoscaling; overrides replicas.")
+    rollout: RolloutSpec | None = Field(default=None, description="Canary rollout of new versions (cluster).")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica resources.")
     batching: BatchingSpec | None = Field(default=None, description="Dynamic batching (triton, ray).")
     instances: int = Field(
@@ -148,9 +252,32 @@ class ModelDeploymentSpec(SpecModel):
     )
     features: FeaturesSpec | None = Field(default=None, description="Online feature lookup (Feast).")
     retrieval: RetrievalSpec | None = Field(default=None, description="Retrieval from a vector store.")
+    rag: RagSpec | None = Field(
+        default=None,
+        description="RAG service (runtime 'ray'); `spec.model` is then the local generator, "
+                    "`retrieval` the default collection, `batching` the embedder's batches.",
+    )
     cold_start_seconds: float | None = Field(
         default=None, ge=0, description="Expected seconds from start to ready; used for readiness timeouts."
     )
+
+    @model_validator(mode="after")
+    def _canary_needs_knative_scaling(self) -> ModelDeploymentSpec:
+        if self.rollout is not None and self.rollout.canary_traffic_percent is not None:
+            if self.autoscaling is not None:
+                raise ValueError("rollout.canaryTrafficPercent runs KServe in Serverless mode, which scales with "
+                                 "Knative's autoscaler, not KEDA; remove `autoscaling` or the canary")
+            if self.runtime == "ray":
+                raise ValueError("rollout.canaryTrafficPercent applies to runtimes kserve and triton; "
+                                 "remove it for runtime: ray")
+        return self
+
+    @model_validator(mode="after")
+    def _rag_needs_ray(self) -> ModelDeploymentSpec:
+        if self.rag is not None and "runtime" in self.model_fields_set and self.runtime != "ray":
+            raise ValueError(f"`rag` is served by runtime 'ray' only (runtime is '{self.runtime}'); "
+                             "set runtime: ray or remove `rag`")
+        return self
 
 
 class DeploymentStatus(Status):

@@ -56,6 +56,21 @@ class StatePaths:
     def mlflow_dir(self) -> Path:
         return self.root / "mlflow"
 
+    @property
+    def auth_keys_file(self) -> Path:
+        """API keys (hashed), managed by ``mlplane keys``; read by model servers when auth is on."""
+        return self.root / "auth" / "keys.json"
+
+    @property
+    def feast_dir(self) -> Path:
+        """The local Feast repo: feature_store.yaml, registry, sqlite online store, parquet sources."""
+        return self.root / "feast"
+
+    @property
+    def milvus_dir(self) -> Path:
+        """The Milvus Lite server's data directory (one server process owns it)."""
+        return self.root / "milvus" / "data"
+
     def triton_dir(self, deployment: str) -> Path:
         """A triton deployment's model repository (``models/``) and backend directory (``backends/``)."""
         return self.root / "triton" / deployment

@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mlplane.runtime.local.paths import StatePaths
+from mlplane.spec.platform import AuthSpec
 
 MLFLOW_COMPONENT = "mlflow"
-RESERVED_NAMES = frozenset({MLFLOW_COMPONENT, "supervisor"})
+FEATURE_STORE_COMPONENT = "feast"
+VECTOR_STORE_COMPONENT = "milvus"
+RESERVED_NAMES = frozenset({MLFLOW_COMPONENT, FEATURE_STORE_COMPONENT, VECTOR_STORE_COMPONENT, "supervisor"})
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class ProcessSpec:
     kind: str
     argv: tuple[str, ...]
     log: Path
-    ready_url: str
+    ready_url: str  # http(s)://…: ready on a 200; tcp://host:port: ready once it accepts a connection
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
 
@@ -93,8 +96,12 @@ def mlflow_process(paths: StatePaths, host: str, port: int, backend_store_uri: s
 
 
 def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint: Endpoint,
-                   tracking_uri: str, max_request_bytes: int, grace_period_s: int) -> ProcessSpec:
-    """A KServe V2 model server (HTTP + gRPC) loading one MLflow pyfunc model."""
+                   tracking_uri: str, max_request_bytes: int, grace_period_s: int,
+                   auth: AuthSpec | None = None) -> ProcessSpec:
+    """A KServe V2 model server (HTTP + gRPC) loading one MLflow pyfunc model.
+
+    With ``auth.enabled`` it gets the key file's path and the default per-key limit, never a key.
+    """
     argv = (
         sys.executable, "-m", "mlplane.serving",
         "--name", name,
@@ -106,6 +113,10 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         "--max-request-bytes", str(max_request_bytes),
         "--grace-period", str(grace_period_s),
     ) + (() if endpoint.grpc_port else ("--no-grpc",))
+    if auth is not None and auth.enabled:
+        argv += ("--auth-keys-file", str(paths.auth_keys_file),
+                 "--auth-rps", format(auth.rate_limit.requests_per_second, "g"),
+                 "--auth-burst", str(auth.rate_limit.burst))
     env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri})
     return ProcessSpec(
         name=name,
@@ -114,6 +125,92 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         env=env,
         log=paths.log_file(name),
         ready_url=f"{endpoint.url}/v2/models/{name}/ready",
+    )
+
+
+def feature_server_process(paths: StatePaths, host: str, port: int) -> ProcessSpec:
+    """The Feast feature server (``feast serve``, HTTP) on the state dir's Feast repo."""
+    argv = (
+        sys.executable, "-m", "feast.cli.cli",
+        "--feature-store-yaml", str(paths.feast_dir / "feature_store.yaml"),
+        "serve",
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+        "--no-access-log",
+    )
+    return ProcessSpec(
+        name=FEATURE_STORE_COMPONENT,
+        kind="feature-server",
+        argv=argv,
+        # gunicorn's control socket goes to $XDG_RUNTIME_DIR: one per platform, not ~/.gunicorn for all.
+        env=_child_env({"XDG_RUNTIME_DIR": str(paths.feast_dir / "run")}),
+        log=paths.log_file(FEATURE_STORE_COMPONENT),
+        ready_url=f"http://{host}:{port}/health",
+        ready_timeout_s=120.0,
+    )
+
+
+def milvus_lite_process(paths: StatePaths, host: str, port: int) -> ProcessSpec:
+    """A Milvus Lite gRPC server owning the state dir's vector data; clients use ``http://host:port``.
+
+    Milvus Lite's data directory can be opened by one process only, so every client (ingestion,
+    evaluation, RAG services) goes through this server, as it would through Milvus in a cluster.
+    It opens its data before it listens: an accepted TCP connection means ready.
+    """
+    argv = (
+        sys.executable, "-m", "milvus_lite", "server",
+        "--data-dir", str(paths.milvus_dir),
+        "--host", host,
+        "--port", str(port),
+    )
+    return ProcessSpec(
+        name=VECTOR_STORE_COMPONENT,
+        kind="vector-store",
+        argv=argv,
+        log=paths.log_file(VECTOR_STORE_COMPONENT),
+        ready_url=f"tcp://{host}:{port}",
+        ready_timeout_s=120.0,
+    )
+
+
+def with_features(spec: ProcessSpec, features_json: str, feature_store_yaml: Path) -> ProcessSpec:
+    """A kserve model server that joins online features (``spec.features``) to every request."""
+    argv = spec.argv + ("--features", features_json, "--feature-store-yaml", str(feature_store_yaml))
+    return replace(spec, argv=argv)
+
+
+def ray_app_file(paths: StatePaths, name: str) -> Path:
+    """The Ray Serve application config of a ``runtime: ray`` deployment (JSON, see mlplane.rag.serve_local)."""
+    return paths.root / "ray" / name / "app.json"
+
+
+# Replicas report load every 2 s instead of Ray's 10 s, so local autoscaling reacts within seconds.
+RAY_LOCAL_ENV = {
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def ray_serve_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_uri: str) -> ProcessSpec:
+    """A private Ray instance serving one Serve application (``python -m mlplane.rag.serve_local``)."""
+    argv = (
+        sys.executable, "-m", "mlplane.rag.serve_local",
+        "--config", str(ray_app_file(paths, name)),
+        "--host", endpoint.host,
+        "--port", str(endpoint.http_port),
+    )
+    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri, **RAY_LOCAL_ENV})
+    return ProcessSpec(
+        name=name,
+        kind="model-server",
+        argv=argv,
+        env=env,
+        log=paths.log_file(name),
+        ready_url=f"{endpoint.url}/health",
+        ready_timeout_s=600.0,  # Ray, then every deployment's models
     )
 
 

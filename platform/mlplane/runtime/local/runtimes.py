@@ -9,6 +9,9 @@ another version in place.
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
+import os
 import site
 import sys
 import sysconfig
@@ -24,11 +27,14 @@ from mlplane.runtime.local.plan import (
     ResolvedModel,
     TritonInstall,
     kserve_process,
+    ray_app_file,
+    ray_serve_process,
     triton_process,
 )
 from mlplane.runtime.triton_repo import repository_files
 from mlplane.serving.signature import TensorMeta
 from mlplane.spec import ModelDeployment
+from mlplane.spec.platform import AuthSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class ServingContext:
     tracking_uri: str
     max_request_bytes: int
     grace_period_s: int
+    auth: AuthSpec | None = None  # spec.auth of the platform
+    vector_store_uri: str | None = None  # where the platform's Milvus answers (runtime 'ray')
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class LocalRuntime(Protocol):
     needs_signature: bool
     #: the server exposes Prometheus metrics on a port of its own
     metrics_port: bool
+    #: the server also answers the V2 gRPC protocol (when the platform's serving.grpc is on)
+    grpc: bool
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None) -> Prepared: ...
@@ -84,6 +94,7 @@ class KServeRuntime:
 
     needs_signature = False
     metrics_port = False
+    grpc = True
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None) -> Prepared:
@@ -91,7 +102,7 @@ class KServeRuntime:
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
         return kserve_process(ctx.paths, name, model, endpoint, ctx.tracking_uri, ctx.max_request_bytes,
-                              ctx.grace_period_s)
+                              ctx.grace_period_s, ctx.auth)
 
     def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
         return LoadRequest(f"/v2/repository/models/{name}/load",
@@ -136,6 +147,7 @@ class TritonRuntime:
 
     needs_signature = True
     metrics_port = True
+    grpc = True
 
     def __init__(self) -> None:
         self._install: TritonInstall | None = None
@@ -148,6 +160,9 @@ class TritonRuntime:
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None) -> Prepared:
+        if ctx.auth is not None and ctx.auth.enabled:
+            raise UnsupportedRuntime("spec.runtime: 'triton' cannot check mlplane API keys (the platform's "
+                                     "spec.auth.enabled is true); use runtime 'kserve' or turn auth off")
         name = dep.metadata.name
         sig = signature or Signature([], [])
         base = ctx.paths.triton_dir(name)
@@ -170,7 +185,50 @@ class TritonRuntime:
         return LoadRequest(f"/v2/repository/models/{name}/load", {})
 
 
-RUNTIMES: Mapping[str, LocalRuntime] = {"kserve": KServeRuntime(), "triton": TritonRuntime()}
+class RayRuntime:
+    """A RAG service on Ray Serve (``spec.rag``): a private Ray instance per deployment, HTTP only.
+
+    ``prepare`` writes the Serve application (:func:`mlplane.rag.serve_config.serve_app_config`, the
+    same one the cluster render puts in a RayService) with ``spec.model`` pinned to the resolved
+    generator version. The server redeploys when that file changes, and Serve replaces the Generator
+    replicas one by one; the load request waits on the ingress until the new version answers.
+    """
+
+    needs_signature = False
+    metrics_port = False
+    grpc = False
+
+    def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
+                signature: Signature | None) -> Prepared:
+        from mlplane.rag.serve_config import logical_cpus, serve_app_config
+        from mlplane.spec import Platform
+
+        if dep.spec.rag is None:
+            raise UnsupportedRuntime("spec.rag: runtime 'ray' serves a RAG application (embedder, retriever, "
+                                     "generator); add spec.rag, e.g. as in examples/rag/deployment.yaml")
+        if ctx.vector_store_uri is None:
+            raise UnsupportedRuntime("runtime 'ray' needs the platform's vector store: set spec.vectorStore.enabled "
+                                     "(or spec.vectorStore.uri) in the Platform")
+        platform = Platform.model_validate({"metadata": {"name": "local"},
+                                            "spec": {"serving": {"maxRequestBytes": ctx.max_request_bytes}}})
+        if ctx.auth is not None:
+            platform.spec.auth = ctx.auth
+        app = serve_app_config(dep, platform, tracking_uri=ctx.tracking_uri, vector_store_uri=ctx.vector_store_uri,
+                               generator_uri=model.uri, generator_version=model.version,
+                               keys_file=str(ctx.paths.auth_keys_file))
+        # Logical CPUs: enough for every replica at its maximum; Ray packs them onto the real cores.
+        config = {"app": app, "num_cpus": max(os.cpu_count() or 1, math.ceil(logical_cpus(app))),
+                  "object_store_bytes": 256 * 1024 * 1024}
+        return Prepared(files={ray_app_file(ctx.paths, dep.metadata.name): json.dumps(config, indent=2)})
+
+    def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
+        return ray_serve_process(ctx.paths, name, endpoint, ctx.tracking_uri)
+
+    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
+        return LoadRequest("/v1/admin/generator/wait", {"version": model.version})
+
+
+RUNTIMES: Mapping[str, LocalRuntime] = {"kserve": KServeRuntime(), "triton": TritonRuntime(), "ray": RayRuntime()}
 
 
 def runtime_for(name: str) -> LocalRuntime:

@@ -26,15 +26,21 @@ from typing import Any
 
 import httpx
 
+from mlplane.auth import KeyStore
 from mlplane.runtime.local import process
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
+    FEATURE_STORE_COMPONENT,
     MLFLOW_COMPONENT,
     RESERVED_NAMES,
+    VECTOR_STORE_COMPONENT,
     Endpoint,
     ProcessSpec,
     ResolvedModel,
+    feature_server_process,
+    milvus_lite_process,
     mlflow_process,
+    with_features,
 )
 from mlplane.runtime.local.runtimes import Prepared, ServingContext, UnsupportedRuntime, runtime_for
 from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
@@ -114,10 +120,13 @@ class Supervisor:
         self.components: dict[str, Component] = {}
         self.deployments: dict[str, Deployment] = {}
         self.tracking_uri = ""
+        self.vector_store_uri: str | None = platform.spec.vector_store.uri  # set when the platform runs Milvus
         self.started_at = time.time()
         self.restore_errors: dict[str, str] = {}
         self._stopping = asyncio.Event()
+        self._restarts: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient()
+        self._control_headers: dict[str, str] = {}  # with auth on: the supervisor's key, for version switches
         self._lock_fd: int | None = None
         try:
             self._ports: dict[str, int] = json.loads(paths.ports_file.read_text())
@@ -154,6 +163,7 @@ class Supervisor:
         try:
             try:
                 await self._start_platform()
+                await self._start_feature_store()
             except OperationError as exc:
                 self._error = str(exc)
                 raise
@@ -162,6 +172,8 @@ class Supervisor:
             monitor = asyncio.create_task(self._monitor())
             await self._stopping.wait()
             monitor.cancel()
+            for task in list(self._restarts):
+                task.cancel()
         finally:
             server.close()
             with contextlib.suppress(FileNotFoundError):
@@ -169,9 +181,13 @@ class Supervisor:
             await self._shutdown()
 
     async def _start_platform(self) -> None:
+        if self.platform.spec.auth.enabled:  # a fresh key each session: hashed in the key file, the key in memory
+            key = await asyncio.to_thread(KeyStore(self.paths.auth_keys_file).issue_system_key)
+            self._control_headers = {"Authorization": f"Bearer {key}"}
         tracking = self.platform.spec.tracking
         if tracking.mode == "external":
             self.tracking_uri = str(tracking.uri)
+            await self._start_vector_store()
             return
         port = tracking.port or self._port(MLFLOW_COMPONENT)
         spec = mlflow_process(self.paths, self.host, port, tracking.backend_store_uri,
@@ -182,6 +198,38 @@ class Supervisor:
         await self._start(comp)
         if comp.status != "ready":
             raise OperationError(f"MLflow did not start: {comp.error}")
+        await self._start_vector_store()
+
+    async def _start_vector_store(self) -> None:
+        """With ``spec.vectorStore`` enabled on backend 'milvus-lite': a Milvus Lite server on this host."""
+        store = self.platform.spec.vector_store
+        if not store.enabled or store.backend != "milvus-lite":
+            return
+        port = store.port or self._port(VECTOR_STORE_COMPONENT)
+        self.paths.milvus_dir.mkdir(parents=True, exist_ok=True)
+        self.vector_store_uri = f"http://{self.host}:{port}"
+        comp = Component(spec=milvus_lite_process(self.paths, self.host, port),
+                         info={"url": self.vector_store_uri, "dataDir": str(self.paths.milvus_dir)})
+        self.components[VECTOR_STORE_COMPONENT] = comp
+        await self._start(comp)
+        if comp.status != "ready":
+            raise OperationError(f"the Milvus Lite vector store did not start: {comp.error}")
+
+    async def _start_feature_store(self) -> None:
+        """With ``spec.featureStore.enabled``: write the Feast repo config and run ``feast serve`` on it."""
+        store = self.platform.spec.feature_store
+        if not store.enabled:
+            return
+        from mlplane.features.local import write_repo_config
+
+        config = await asyncio.to_thread(write_repo_config, self.platform, self.paths.feast_dir)
+        port = store.port or self._port(FEATURE_STORE_COMPONENT)
+        comp = Component(spec=feature_server_process(self.paths, self.host, port),
+                         info={"url": f"http://{self.host}:{port}", "featureStoreYaml": str(config)})
+        self.components[FEATURE_STORE_COMPONENT] = comp
+        await self._start(comp)
+        if comp.status != "ready":
+            raise OperationError(f"the Feast feature server did not start: {comp.error}")
 
     async def _restore_deployments(self) -> None:
         """Bring back the deployments of earlier sessions; one that fails is reported, not fatal."""
@@ -210,6 +258,7 @@ class Supervisor:
         comp.status = "starting"
         comp.error = ""
         comp.proc = process.spawn(comp.spec)
+        spawned = time.monotonic()
         self.write_state()
         deadline = time.monotonic() + comp.spec.ready_timeout_s
         while time.monotonic() < deadline:
@@ -221,6 +270,8 @@ class Supervisor:
             if await _probe(self._http, comp.spec.ready_url):
                 comp.status = "ready"
                 comp.ready_since = time.monotonic()
+                # Start to ready, as measured here: `mlplane render` defaults spec.coldStartSeconds to it.
+                comp.info["coldStartSeconds"] = round(comp.ready_since - spawned, 2)
                 self.write_state()
                 return
             await asyncio.sleep(0.2)
@@ -265,19 +316,30 @@ class Supervisor:
             comp.backoff_s = min(comp.backoff_s * 2, BACKOFF_MAX_S)
             self.write_state()
         elif comp.status == "restarting" and now >= comp.restart_at:
+            comp.status = "starting"  # claimed: later passes leave it to the restart task
+            # In its own task: readiness can take minutes, and other crashes must be noticed meanwhile.
+            task = asyncio.create_task(self._restart(name, comp))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+        elif comp.status == "ready" and now - comp.ready_since > HEALTHY_RESET_S:
+            comp.backoff_s = BACKOFF_INITIAL_S
+
+    async def _restart(self, name: str, comp: Component) -> None:
+        try:
             dep = self.deployments.get(name)
             async with dep.lock if dep else contextlib.nullcontext():
                 if dep is not None:  # restart on what the deployment serves now
                     comp.spec = self._model_process(dep.spec, dep.resolved, dep.endpoint)
                 comp.restarts += 1
                 await self._start(comp)
-            if comp.status != "ready":
-                comp.status = "restarting"
-                comp.restart_at = time.monotonic() + comp.backoff_s
-                comp.backoff_s = min(comp.backoff_s * 2, BACKOFF_MAX_S)
-                self.write_state()
-        elif comp.status == "ready" and now - comp.ready_since > HEALTHY_RESET_S:
-            comp.backoff_s = BACKOFF_INITIAL_S
+        except Exception:
+            log.exception("restarting %s failed", name)
+            comp.status = "failed"
+        if comp.status != "ready" and self.components.get(name) is comp:
+            comp.status = "restarting"
+            comp.restart_at = time.monotonic() + comp.backoff_s
+            comp.backoff_s = min(comp.backoff_s * 2, BACKOFF_MAX_S)
+            self.write_state()
 
     async def _sync_aliases(self) -> None:
         """Level-based: a deployment on ``models:/name@alias`` follows the alias wherever it moves."""
@@ -300,10 +362,15 @@ class Supervisor:
     def _serving_context(self) -> ServingContext:
         serving = self.platform.spec.serving
         return ServingContext(self.paths, self.tracking_uri, serving.max_request_bytes,
-                              serving.grace_period_seconds)
+                              serving.grace_period_seconds, self.platform.spec.auth, self.vector_store_uri)
 
     def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
-        return runtime_for(dep.spec.runtime).process(self._serving_context(), dep.metadata.name, resolved, endpoint)
+        spec = runtime_for(dep.spec.runtime).process(self._serving_context(), dep.metadata.name, resolved, endpoint)
+        if dep.spec.features is not None:
+            from mlplane.features.local import features_json
+
+            spec = with_features(spec, features_json(dep), self.paths.feast_dir / "feature_store.yaml")
+        return spec
 
     async def _prepare(self, dep: ModelDeployment, resolved: ResolvedModel) -> None:
         """Write what the runtime needs on disk for ``resolved`` (triton: its model repository)."""
@@ -340,6 +407,13 @@ class Supervisor:
             runtime = runtime_for(dep.spec.runtime)
         except UnsupportedRuntime as exc:
             raise OperationError(str(exc), code=2) from None
+        if dep.spec.features is not None:  # unknown features are refused before anything starts
+            from mlplane.features.local import FeatureLookupError, check_deployment
+
+            try:
+                await asyncio.to_thread(check_deployment, self.platform, self.paths.feast_dir, dep)
+            except FeatureLookupError as exc:
+                raise OperationError(f"deployment '{name}': {exc}", code=2) from None
         resolved = await self._resolve(dep)
         current = self.deployments.get(name)
         # Only the model changed: switch inside the running server. Anything else: a new server.
@@ -355,7 +429,7 @@ class Supervisor:
             await self._prepare(dep, resolved)  # before stopping anything: a refusal changes nothing
             if current is not None:
                 await asyncio.to_thread(self._stop_component, current.component)
-            grpc_port = self._port(f"{name}/grpc") if self.platform.spec.serving.grpc else None
+            grpc_port = self._port(f"{name}/grpc") if self.platform.spec.serving.grpc and runtime.grpc else None
             metrics_port = self._port(f"{name}/metrics") if runtime.metrics_port else None
             endpoint = Endpoint(self.host, self._port(f"{name}/http"), grpc_port, metrics_port)
             comp = Component(spec=self._model_process(dep, resolved, endpoint))
@@ -386,7 +460,7 @@ class Supervisor:
         await self._prepare(dep.spec, resolved)
         try:
             r = await self._http.post(dep.endpoint.url + load.path, json=dict(load.body), timeout=600.0,
-                                      headers={"Connection": "close"})
+                                      headers={"Connection": "close", **self._control_headers})
         except httpx.HTTPError as exc:
             r = None
             failure = f"model server for '{name}' did not answer the load: {exc}"
@@ -508,6 +582,14 @@ class Supervisor:
 
 
 async def _probe(client: httpx.AsyncClient, url: str) -> bool:
+    if url.startswith("tcp://"):  # a server without HTTP (Milvus Lite's gRPC): accepting connections is ready
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=2.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
     try:
         # No keep-alive: an idle pooled connection would hold a draining server (tritonserver waits for it).
         r = await client.get(url, timeout=2.0, headers={"Connection": "close"})
