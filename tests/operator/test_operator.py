@@ -126,6 +126,15 @@ async def test_invalid_spec_is_reported_with_its_field_path_and_not_retried(harn
     await wait_for(lambda: harness.condition("bad", "Degraded").get("status") == "False", "Degraded=False")
 
 
+async def test_a_spec_this_cluster_cannot_render_is_invalid_not_retried(harness: Harness) -> None:
+    # Valid for the spec models, but the operator's platform has no feature store to join features from.
+    await harness.create("feat", {"model": "models:/iris@champion",
+                                  "features": {"entityKey": "flower_id", "features": ["iris:sepal_length"]}})
+    ready = await wait_for(lambda: harness.condition("feat", "Ready").get("reason") == "InvalidSpec"
+                           and harness.condition("feat", "Ready"), "Ready=False InvalidSpec")
+    assert "feature store" in ready["message"] and not harness.children("feat")
+
+
 async def test_unreachable_mlflow_keeps_the_children_and_says_why(harness: Harness) -> None:
     await harness.create("iris-c", {"model": "models:/iris@champion"})
     await wait_for(lambda: harness.status("iris-c").get("servedVersion") == "1", "version 1 served")

@@ -237,6 +237,17 @@ def _failed(what: str, response: httpx.Response) -> GenerationError:
     return GenerationError(f"{what} answered {response.status_code}: {response.text[:300]}")
 
 
+def _events(endpoint: str, body: dict[str, Any], args: GeneratorArgs) -> Iterator[dict[str, Any]]:
+    """POST ``body`` and yield the server-sent events of the reply; any failure is a GenerationError."""
+    try:
+        with httpx.stream("POST", endpoint, json=body, headers=_headers(args), timeout=args.timeout_s) as r:
+            if r.status_code != 200:
+                raise _failed(endpoint, r)
+            yield from _sse_data(r.iter_lines())
+    except httpx.HTTPError as exc:
+        raise GenerationError(f"{endpoint}: {exc}") from None
+
+
 class OpenAIGenerator:
     """Streams from ``{url}/v1/chat/completions`` (``url`` may already end in ``/v1``)."""
 
@@ -252,18 +263,11 @@ class OpenAIGenerator:
                                 "max_tokens": max_tokens, "temperature": temperature}
         if self.args.model_name:
             body["model"] = self.args.model_name
-        try:
-            with httpx.stream("POST", self.endpoint, json=body, headers=_headers(self.args),
-                              timeout=self.args.timeout_s) as r:
-                if r.status_code != 200:
-                    raise _failed(self.endpoint, r)
-                for event in _sse_data(r.iter_lines()):
-                    for choice in event.get("choices", []):
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            yield piece
-        except httpx.HTTPError as exc:
-            raise GenerationError(f"{self.endpoint}: {exc}") from None
+        for event in _events(self.endpoint, body, self.args):
+            for choice in event.get("choices", []):
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    yield piece
 
 
 class KServeV2Generator:
@@ -278,19 +282,12 @@ class KServeV2Generator:
     def stream(self, question: str, hits: Sequence[Hit], max_tokens: int, temperature: float) -> Iterator[str]:
         body = {"text_input": flat_prompt(build_messages(question, hits)),
                 "parameters": {"max_tokens": max_tokens, "temperature": temperature, "stream": True}}
-        try:
-            with httpx.stream("POST", self.endpoint, json=body, headers=_headers(self.args),
-                              timeout=self.args.timeout_s) as r:
-                if r.status_code != 200:
-                    raise _failed(self.endpoint, r)
-                for event in _sse_data(r.iter_lines()):
-                    if "error" in event:
-                        raise GenerationError(f"{self.endpoint}: {event['error']}")
-                    piece = event.get("text_output")
-                    if piece:
-                        yield piece
-        except httpx.HTTPError as exc:
-            raise GenerationError(f"{self.endpoint}: {exc}") from None
+        for event in _events(self.endpoint, body, self.args):
+            if "error" in event:
+                raise GenerationError(f"{self.endpoint}: {event['error']}")
+            piece = event.get("text_output")
+            if piece:
+                yield piece
 
 
 GENERATORS: Mapping[str, Callable[[GeneratorArgs, str | None, str], Generator]] = {
