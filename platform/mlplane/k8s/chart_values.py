@@ -120,7 +120,7 @@ class MlflowAuth(Values):
 
 
 class Mlflow(Values):
-    image: Image = Field(default_factory=lambda: Image(repository="ghcr.io/mlflow/mlflow", tag="v2.22.0"),
+    image: Image = Field(default_factory=lambda: Image(repository="ghcr.io/mlflow/mlflow", tag="v3.17.2"),
                          description="MLflow image (add psycopg2 and boto3 for PostgreSQL + S3).")
     replicas: int = Field(default=1, ge=0, description="Replicas; more than 1 needs backendStore.type postgresql.")
     port: Port = Field(default=5000, description="Port of the tracking server (container and Service).")
