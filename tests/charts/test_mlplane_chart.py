@@ -34,6 +34,9 @@ from chart_helpers import (
 )
 from k8s_schema_helpers import REPO_ROOT, UPSTREAM_CRDS, errors, validator_for
 
+from mlplane.k8s.chart_values import defaults
+from mlplane.k8s.helm_plan import coalesce
+from mlplane_operator.config import OperatorConfig
 from mlplane_operator.kube import PERMISSIONS
 
 
@@ -346,3 +349,17 @@ def test_values_schema_is_closed_on_our_keys() -> None:
     assert open_objects(schema, "") == []
     defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert set(defaults) <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> None:
+    objs = scenario_objects(scenario)
+    config = OperatorConfig.from_env(find(objs, "ConfigMap", "mlplane-operator")["data"])
+    values = coalesce(defaults(), scenario_values(scenario))
+    assert config.tracking_uri == f"http://mlplane-mlflow.{NAMESPACE}.svc:{values['mlflow']['port']}"
+    assert config.resync_seconds == values["operator"]["resyncSeconds"]
+    assert config.gpu_headroom == values["gpuNodePool"]["gpuHeadroom"]
+    pool = config.platform.spec.gpu_node_pool
+    assert pool.gpu_resource_name == values["gpuNodePool"]["gpuResourceName"]
+    if values["gpuNodePool"]["nodeSelector"]:
+        assert pool.node_selector == values["gpuNodePool"]["nodeSelector"]

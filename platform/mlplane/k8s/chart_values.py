@@ -78,6 +78,12 @@ class Operator(Values):
     node_selector: dict[str, str] = _node_selector()
     tolerations: list[Obj] = _tolerations()
     extra_env: list[Obj] = _env()
+    resync_seconds: float = Field(default=60, gt=0, description=(
+        "Every deployment is reconciled again this often: MLflow alias moves and drift are noticed within it."))
+    retry_seconds: float = Field(default=30, gt=0, description=(
+        "First delay before retrying when MLflow or the API server failed (doubles up to 8x)."))
+    prometheus_url: str = Field(default="", description=(
+        "Prometheus that KEDA's triggers query; empty: kube-prometheus-stack's in namespace monitoring."))
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -164,6 +170,8 @@ class GpuNodePool(Values):
     node_selector: dict[str, str] = _node_selector()
     tolerations: list[Obj] = _tolerations()
     gpu_resource_name: NonEmpty = Field(default="nvidia.com/gpu", description="Extended resource name of GPUs.")
+    gpu_headroom: int = Field(default=0, ge=0, description=(
+        "GPUs kept free for rolling updates: a GPU deployment surges a new pod only when its GPUs fit in it."))
 
 
 # --------------------------------------------------------------------------- data services

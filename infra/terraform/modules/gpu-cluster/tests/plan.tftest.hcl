@@ -303,6 +303,7 @@ run "values_file_for_the_chart" {
       nodeSelector    = { "nvidia.com/gpu.present" = "true" }
       tolerations     = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
       gpuResourceName = "nvidia.com/gpu"
+      gpuHeadroom     = 0
     }
     error_message = "gpuNodePool must match the GPU node groups' label and taint"
   }
