@@ -224,7 +224,7 @@ def main() -> int:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
-    report = Report("measurement", "mlplane ms", "bare ms")
+    report = Report("measurement", "mlplane ms", "bare ms", "mlplane / bare")
     ratio = ours / theirs
     report.add(f"top-5 search p50, {chunks} chunks, identical hits: {'yes' if same else 'NO'}", f"{ours:.2f}",
                f"{theirs:.2f}", ratio=ratio, goal="≤ 1.10", ok=ratio <= 1.10 and same)
