@@ -34,8 +34,9 @@ NamespaceOpt = typer.Option(helm_plan.DEFAULT_NAMESPACE, "--namespace", "-n", he
 ValuesOpt = typer.Option(None, "--values", "-f", help="Values file for the mlplane chart (YAML).")
 DryRunOpt = typer.Option(False, "--dry-run", help="Print what would be applied; touch no cluster.")
 TimeoutOpt = typer.Option(600, "--timeout", min=1, help="Seconds to wait for each release (and the operator).")
-ChartsOpt = typer.Option(helm_plan.DEFAULT_CHARTS_DIR, "--charts-dir", envvar="MLPLANE_CHARTS_DIR",
-                         help="Directory holding the mlplane-crds and mlplane charts.")
+ChartsOpt = typer.Option(None, "--charts-dir", envvar="MLPLANE_CHARTS_DIR",
+                         help="Directory holding the mlplane-crds and mlplane charts (default: the charts/ "
+                              "folder of the mlplane source tree).")
 
 
 class ClusterError(Exception):
@@ -149,8 +150,9 @@ def _print_manifest(step: ReleaseStep, release: dict[str, Any]) -> None:
 
 
 def _run_install(upgrade: bool, kube_context: str | None, namespace: str, values_file: Path | None, dry_run: bool,
-                 timeout: int, charts_dir: Path) -> None:
-    plan = helm_plan.install_plan(_load_values(values_file), namespace=namespace, charts_dir=charts_dir)
+                 timeout: int, charts_dir: Path | None) -> None:
+    plan = helm_plan.install_plan(_load_values(values_file), namespace=namespace,
+                                     charts_dir=charts_dir or helm_plan.DEFAULT_CHARTS_DIR)
     with _executor(kube_context, namespace, dry_run, timeout) as helm:
         for step in plan:
             helm.check_values(step)
@@ -168,7 +170,7 @@ def _run_install(upgrade: bool, kube_context: str | None, namespace: str, values
 
 @app.command()
 def install(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, values_file: Path | None = ValuesOpt,
-            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path = ChartsOpt) -> None:
+            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
     """Install the mlplane-crds release, then mlplane, and wait for the operator to be ready."""
     with _errors():
         _run_install(False, kube_context, namespace, values_file, dry_run, timeout, charts_dir)
@@ -176,7 +178,7 @@ def install(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt
 
 @app.command()
 def upgrade(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, values_file: Path | None = ValuesOpt,
-            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path = ChartsOpt) -> None:
+            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
     """Upgrade both releases (CRDs first) to these charts and values; wait for the operator."""
     with _errors():
         _run_install(True, kube_context, namespace, values_file, dry_run, timeout, charts_dir)
@@ -184,9 +186,9 @@ def upgrade(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt
 
 @app.command()
 def uninstall(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, dry_run: bool = DryRunOpt,
-              timeout: int = TimeoutOpt, charts_dir: Path = ChartsOpt) -> None:
+              timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
     """Uninstall mlplane, then the mlplane-crds release. The CRDs and every ModelDeployment stay."""
-    plan = helm_plan.uninstall_plan(namespace=namespace, charts_dir=charts_dir)
+    plan = helm_plan.uninstall_plan(namespace=namespace, charts_dir=charts_dir or helm_plan.DEFAULT_CHARTS_DIR)
     if dry_run:
         for step in plan:
             say(f"would uninstall release {step.release} in namespace {step.namespace}")
