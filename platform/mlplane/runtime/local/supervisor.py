@@ -17,10 +17,8 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,16 @@ import httpx
 
 from mlplane.auth import KeyStore
 from mlplane.runtime.local import process
+from mlplane.runtime.local.components import (
+    BACKOFF_INITIAL_S,
+    Component,
+    Deployment,
+    OperationError,
+    error_text,
+    log_tail,
+    probe,
+    write_prepared,
+)
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
     FEATURE_STORE_COMPONENT,
@@ -42,74 +50,16 @@ from mlplane.runtime.local.plan import (
     mlflow_process,
     with_features,
 )
-from mlplane.runtime.local.runtimes import Prepared, ServingContext, UnsupportedRuntime, runtime_for
+from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, runtime_for
 from mlplane.spec import ModelDeployment, Platform, SpecError, dump_yaml, load_file
 
 log = logging.getLogger("mlplane.supervisor")
 
 STATE_FORMAT = 1
-BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_RESET_S = 60.0
 MONITOR_INTERVAL_S = 0.5
 ALIAS_SYNC_INTERVAL_S = 10.0
-
-
-class OperationError(Exception):
-    """A request the supervisor refuses or could not carry out; the message goes to the user."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Component:
-    """One supervised process and what the CLI needs to know about it."""
-
-    spec: ProcessSpec
-    proc: subprocess.Popen[bytes] | None = None
-    status: str = "pending"  # pending, starting, ready, restarting, failed, stopped
-    restarts: int = 0
-    backoff_s: float = BACKOFF_INITIAL_S
-    restart_at: float = 0.0
-    ready_since: float = 0.0
-    error: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_state(self) -> dict[str, Any]:
-        pid = self.proc.pid if self.proc else None
-        return {
-            "kind": self.spec.kind,
-            "status": self.status,
-            "pid": pid,
-            "createTime": process.process_identity(pid) if pid else None,
-            "restarts": self.restarts,
-            "log": str(self.spec.log),
-            "error": self.error or None,
-            **self.info,
-        }
-
-
-@dataclass
-class Deployment:
-    spec: ModelDeployment
-    resolved: ResolvedModel
-    endpoint: Endpoint
-    component: Component
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def refresh_info(self) -> None:
-        self.component.info.update({
-            "runtime": self.spec.spec.runtime,
-            "model": self.spec.spec.model,
-            "modelUri": self.resolved.uri,
-            "servedVersion": self.resolved.version or None,
-            "url": self.endpoint.url,
-            "grpc": self.endpoint.grpc,
-        })
-        if self.endpoint.metrics:
-            self.component.info["metrics"] = self.endpoint.metrics
 
 
 class Supervisor:
@@ -267,7 +217,7 @@ class Supervisor:
                 comp.error = f"exited with code {comp.proc.returncode}; see {comp.spec.log}"
                 self.write_state()
                 return
-            if await _probe(self._http, comp.spec.ready_url):
+            if await probe(self._http, comp.spec.ready_url):
                 comp.status = "ready"
                 comp.ready_since = time.monotonic()
                 # Start to ready, as measured here: `mlplane render` defaults spec.coldStartSeconds to it.
@@ -387,7 +337,7 @@ class Supervisor:
             prepared = runtime.prepare(self._serving_context(), dep, resolved, signature)
         except ValueError as exc:  # a signature the runtime cannot express, a missing binary
             raise OperationError(f"deployment '{dep.metadata.name}': {exc}", code=2) from None
-        await asyncio.to_thread(_write_prepared, prepared)
+        await asyncio.to_thread(write_prepared, prepared)
 
     async def _resolve(self, dep: ModelDeployment) -> ResolvedModel:
         from mlplane import registry
@@ -443,7 +393,7 @@ class Supervisor:
                 del self.components[name], self.deployments[name]
                 self.write_state()
                 raise OperationError(f"model server for '{name}' did not start: {comp.error}\n"
-                                     + _tail(comp.spec.log))
+                                     + log_tail(comp.spec.log))
         if persist:
             (self.paths.deployments / f"{name}.yaml").write_text(dump_yaml([dep]))
         self.write_state()
@@ -467,7 +417,7 @@ class Supervisor:
         if r is None or r.status_code != 200:
             if r is not None:
                 failure = (f"model server for '{name}' refused version {resolved.version}: "
-                           f"{_error_text(r)}; still serving version {dep.resolved.version}")
+                           f"{error_text(r)}; still serving version {dep.resolved.version}")
             with contextlib.suppress(OperationError):  # a restart must come back on the served version
                 await self._prepare(dep.spec, dep.resolved)
             raise OperationError(failure)
@@ -579,58 +529,6 @@ class Supervisor:
             self._stopping.set()
             return {"stopping": True}
         raise OperationError(f"unknown operation {op!r}")
-
-
-async def _probe(client: httpx.AsyncClient, url: str) -> bool:
-    if url.startswith("tcp://"):  # a server without HTTP (Milvus Lite's gRPC): accepting connections is ready
-        host, _, port = url.removeprefix("tcp://").rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=2.0)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
-    try:
-        # No keep-alive: an idle pooled connection would hold a draining server (tritonserver waits for it).
-        r = await client.get(url, timeout=2.0, headers={"Connection": "close"})
-    except httpx.HTTPError:
-        return False
-    return r.status_code == 200
-
-
-def _write_prepared(prepared: Prepared) -> None:
-    """Write the files atomically; copy files only when changed (a running binary cannot be overwritten)."""
-    for dest, text in prepared.files.items():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(dest)
-    for dest, source in prepared.copies.items():
-        src = source.stat()
-        with contextlib.suppress(FileNotFoundError):
-            have = dest.stat()
-            if have.st_size == src.st_size and int(have.st_mtime) == int(src.st_mtime):
-                continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copy2(source, tmp)
-        tmp.replace(dest)
-
-
-def _error_text(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-        return str(body.get("error") or body.get("detail") or body)
-    except ValueError:
-        return r.text[:300]
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except FileNotFoundError:
-        return ""
-    return "last log lines:\n" + "\n".join("  " + line for line in text)
 
 
 def main(argv: list[str] | None = None) -> int:
