@@ -205,10 +205,13 @@ def test_promote_moves_the_generator_and_answers_record_the_new_version(rag):
     assert meta["generator"]["version"] == v2 and meta["embedder"]["version"] == rag["embedder_version"]
 
 
-def test_down_stops_ray_completely(rag):
+def test_undeploy_removes_its_files_and_no_ray_process_is_left(rag):
     before = status(rag["dir"])["deployments"]["rag"]["pid"]
     tree = psutil.Process(before).children(recursive=True)
     assert any("raylet" in " ".join(p.cmdline()) for p in tree)
+    assert (rag["dir"] / "ray" / "rag" / "app.json").exists()
+    mlplane(rag["dir"], "undeploy", "rag")
+    assert not (rag["dir"] / "ray" / "rag").exists()
     mlplane(rag["dir"], "down")
     time.sleep(1)
     left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

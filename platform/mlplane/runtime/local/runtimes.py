@@ -88,6 +88,10 @@ class LocalRuntime(Protocol):
 
     def load_request(self, name: str, model: ResolvedModel) -> LoadRequest: ...
 
+    def workdir(self, paths: StatePaths, name: str) -> Path | None:
+        """Where :meth:`prepare` writes a deployment's files; removed when the deployment is."""
+        ...
+
 
 class KServeRuntime:
     """mlplane's KServe ModelServer (``python -m mlplane.serving``) with an MLflow pyfunc model."""
@@ -107,6 +111,9 @@ class KServeRuntime:
     def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
         return LoadRequest(f"/v2/repository/models/{name}/load",
                            {"parameters": {"model_uri": model.uri, "model_version": model.version}})
+
+    def workdir(self, paths: StatePaths, name: str) -> Path | None:
+        return None
 
 
 class UnsupportedRuntime(ValueError):
@@ -184,6 +191,9 @@ class TritonRuntime:
     def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
         return LoadRequest(f"/v2/repository/models/{name}/load", {})
 
+    def workdir(self, paths: StatePaths, name: str) -> Path | None:
+        return paths.triton_dir(name)
+
 
 class RayRuntime:
     """A RAG service on Ray Serve (``spec.rag``): a private Ray instance per deployment, HTTP only.
@@ -226,6 +236,9 @@ class RayRuntime:
 
     def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
         return LoadRequest("/v1/admin/generator/wait", {"version": model.version})
+
+    def workdir(self, paths: StatePaths, name: str) -> Path | None:
+        return ray_app_file(paths, name).parent
 
 
 RUNTIMES: Mapping[str, LocalRuntime] = {"kserve": KServeRuntime(), "triton": TritonRuntime(), "ray": RayRuntime()}

@@ -282,9 +282,8 @@ class Supervisor:
                     comp.spec = self._model_process(dep.spec, dep.resolved, dep.endpoint)
                 comp.restarts += 1
                 await self._start(comp)
-        except Exception:
+        except Exception:  # the component stays down; the next attempt follows its backoff
             log.exception("restarting %s failed", name)
-            comp.status = "failed"
         if comp.status != "ready" and self.components.get(name) is comp:
             comp.status = "restarting"
             comp.restart_at = time.monotonic() + comp.backoff_s
@@ -319,7 +318,7 @@ class Supervisor:
         if dep.spec.features is not None:
             from mlplane.features.local import features_json
 
-            spec = with_features(spec, features_json(dep), self.paths.feast_dir / "feature_store.yaml")
+            spec = with_features(spec, features_json(dep), self.paths.feature_store_yaml)
         return spec
 
     async def _prepare(self, dep: ModelDeployment, resolved: ResolvedModel) -> None:
@@ -455,7 +454,9 @@ class Supervisor:
             del self.deployments[name], self.components[name]
         with contextlib.suppress(FileNotFoundError):
             (self.paths.deployments / f"{name}.yaml").unlink()
-        await asyncio.to_thread(shutil.rmtree, self.paths.triton_dir(name), True)
+        workdir = runtime_for(dep.spec.spec.runtime).workdir(self.paths, name)
+        if workdir is not None:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
         self.write_state()
         return {"name": name, "status": "removed"}
 
