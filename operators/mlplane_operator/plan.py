@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mlplane.k8s.render import DEFAULT_NAMESPACE, ResolvedArtifact, effective_runtime, render
+from mlplane.k8s.render import DEFAULT_NAMESPACE, ResolvedArtifact, render
 from mlplane.spec import ModelDeployment, Platform, load_dict
 
 Obj = dict[str, Any]
@@ -98,10 +98,6 @@ def served_by_tag(namespace: str, name: str) -> str:
 
 def namespace(body: Mapping[str, Any]) -> str:
     return str(body["metadata"].get("namespace") or DEFAULT_NAMESPACE)
-
-
-def runtime_of(deployment: ModelDeployment, platform: Platform) -> str:
-    return effective_runtime(deployment, platform)
 
 
 # --------------------------------------------------------------------------- status

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from mlplane.k8s.render import ResolvedArtifact
+from mlplane.k8s.render import ResolvedArtifact, effective_runtime
 from mlplane.registry import RegistryError, RegistryUnavailable
 from mlplane.runtime.triton_repo import TritonRepoError
 from mlplane.spec import ModelDeployment, SpecError, parse_model_ref
@@ -141,7 +141,7 @@ class Controller:
     def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any]) -> tuple[str, str]:
         """(registry version, storageUri) to serve; raises `_Outcome` when MLflow cannot say."""
         ref = deployment.model_ref
-        runtime = plan.runtime_of(deployment, self.config.platform)
+        runtime = effective_runtime(deployment, self.config.platform)
         if ref.kind == "uri":
             if runtime == "triton":
                 message = (f"spec.model: runtime triton in the cluster serves registered models only (its model "

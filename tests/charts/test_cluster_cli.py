@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from chart_helpers import CHARTS, render
 
 from mlplane.k8s import helm_plan
 from mlplane.k8s.helm_plan import ValuesFileError
+from mlplane.runtime.local.process import free_port
 
 
 def run(tmp_path: Path, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
@@ -39,9 +39,7 @@ def releases(stdout: str) -> list[tuple[str, list[dict]]]:
 @pytest.fixture()
 def unreachable_kubeconfig(tmp_path: Path) -> Path:
     """A kubeconfig whose API server is a loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port("127.0.0.1")
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "lab",

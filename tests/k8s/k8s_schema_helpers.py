@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from mlplane._generated import REPO_ROOT
+
 # Upstream CRDs (KServe, KubeRay, KEDA) live beside the repository, not in it; see their README.
 UPSTREAM_CRDS = REPO_ROOT.parent / "shared" / "crds"
 

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
 from mlplane import __version__
+from mlplane.cli.main import app
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
-COMMANDS = ["version", "validate", "up", "down", "status", "deploy", "undeploy", "promote", "logs", "render"]
+COMMANDS = sorted(typer.main.get_command(app).commands)
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

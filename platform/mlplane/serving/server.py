@@ -208,11 +208,6 @@ async def _model_not_found(_: Request, exc: Exception) -> JSONResponse:
     return ORJSONResponse(status_code=404, content={"error": str(exc)})
 
 
-async def _entity_not_found(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("entity not found: %s", exc)
-    return ORJSONResponse(status_code=404, content={"error": str(exc)})
-
-
 async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     problems = []
     for err in exc.errors():
@@ -259,7 +254,7 @@ class _RESTServer(RESTServer):
         self._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, _invalid_input)
         app.add_exception_handler(ModelNotFound, _model_not_found)
-        app.add_exception_handler(EntityNotFoundError, _entity_not_found)
+        app.add_exception_handler(EntityNotFoundError, _model_not_found)
         app.add_exception_handler(RequestValidationError, _request_validation)
 
     @property

@@ -67,6 +67,11 @@ class StatePaths:
         return self.root / "feast"
 
     @property
+    def feature_store_yaml(self) -> Path:
+        """The local Feast repo config, written by ``mlplane up`` (``mlplane.features.local``)."""
+        return self.feast_dir / "feature_store.yaml"
+
+    @property
     def milvus_dir(self) -> Path:
         """The Milvus Lite server's data directory (one server process owns it)."""
         return self.root / "milvus" / "data"

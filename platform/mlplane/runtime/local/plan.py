@@ -61,8 +61,11 @@ class Endpoint:
         return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
 
 
-def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
+def _child_env(extra: Mapping[str, str], tracking_uri: str | None = None) -> dict[str, str]:
+    """A child's environment additions; with ``tracking_uri`` it reaches that MLflow for runs and models."""
     env = {"PYTHONUNBUFFERED": "1"}
+    if tracking_uri is not None:
+        env.update(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_REGISTRY_URI=tracking_uri)
     env.update(extra)
     return env
 
@@ -117,7 +120,7 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         argv += ("--auth-keys-file", str(paths.auth_keys_file),
                  "--auth-rps", format(auth.rate_limit.requests_per_second, "g"),
                  "--auth-burst", str(auth.rate_limit.burst))
-    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri})
+    env = _child_env({}, tracking_uri)
     return ProcessSpec(
         name=name,
         kind="model-server",
@@ -132,7 +135,7 @@ def feature_server_process(paths: StatePaths, host: str, port: int) -> ProcessSp
     """The Feast feature server (``feast serve``, HTTP) on the state dir's Feast repo."""
     argv = (
         sys.executable, "-m", "feast.cli.cli",
-        "--feature-store-yaml", str(paths.feast_dir / "feature_store.yaml"),
+        "--feature-store-yaml", str(paths.feature_store_yaml),
         "serve",
         "--host", host,
         "--port", str(port),
@@ -147,7 +150,6 @@ def feature_server_process(paths: StatePaths, host: str, port: int) -> ProcessSp
         env=_child_env({"XDG_RUNTIME_DIR": str(paths.feast_dir / "run")}),
         log=paths.log_file(FEATURE_STORE_COMPONENT),
         ready_url=f"http://{host}:{port}/health",
-        ready_timeout_s=120.0,
     )
 
 
@@ -169,8 +171,8 @@ def milvus_lite_process(paths: StatePaths, host: str, port: int) -> ProcessSpec:
         kind="vector-store",
         argv=argv,
         log=paths.log_file(VECTOR_STORE_COMPONENT),
+        env=_child_env({}),
         ready_url=f"tcp://{host}:{port}",
-        ready_timeout_s=120.0,
     )
 
 
@@ -202,7 +204,7 @@ def ray_serve_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking
         "--host", endpoint.host,
         "--port", str(endpoint.http_port),
     )
-    env = _child_env({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri, **RAY_LOCAL_ENV})
+    env = _child_env(RAY_LOCAL_ENV, tracking_uri)
     return ProcessSpec(
         name=name,
         kind="model-server",
@@ -256,11 +258,9 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
     else:
         argv.append("--allow-metrics=false")
     env = _child_env({
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_REGISTRY_URI": tracking_uri,
         "LD_LIBRARY_PATH": os.pathsep.join(str(p) for p in install.library_path),
         "MLPLANE_TRITON_SITE_PACKAGES": os.pathsep.join(str(p) for p in install.site_packages),
-    })
+    }, tracking_uri)
     return ProcessSpec(
         name=name,
         kind="model-server",

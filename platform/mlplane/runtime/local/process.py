@@ -68,7 +68,7 @@ def stop_tree(pid: int, grace_s: float = 10.0, create_time: float | None = None)
     """SIGTERM the process group and every descendant, wait ``grace_s``, then SIGKILL what is left."""
     if not is_running(pid, create_time):
         if create_time is None:  # our own child died: what it left in its group goes too
-            _signal_group(pid, signal.SIGKILL)
+            kill_group_of_dead_leader(pid)
         _reap(pid)
         return
     try:
