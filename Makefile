@@ -9,7 +9,13 @@ EXTRAS ?= --extra dev --extra all
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: venv demo test lint schemas docs check clean bench
+.PHONY: venv system-deps demo test lint schemas docs check clean bench
+
+# Debian packages the tests put in the loop as the upstream components they stand for: buildah and
+# debootstrap (build the images and run their commands, offline), PostgreSQL and Redis (MLflow's
+# production backend, Feast's online store), Prometheus (a real PromQL engine for KEDA's queries).
+SYSTEM_PACKAGES ?= buildah debootstrap postgresql redis-server prometheus
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +24,14 @@ $(BIN)/uv:
 ## venv: create or update the virtualenv from the committed lock file (uv.lock)
 venv: $(BIN)/uv
 	$(BIN)/uv sync --frozen --inexact $(EXTRAS)
+
+## system-deps: install the Debian packages the test suite needs (only those missing)
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 ## demo: bring up a local platform, train + register + deploy the iris model, call it over V2;
 ## then a RAG platform: ingest the docs corpus, a RAG service on Ray Serve, two questions (one streamed)
@@ -34,7 +48,7 @@ NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; \
 LOOPBACK_ONLY := $(if $(NETNS),$(NETNS) sh -c 'ip link set lo up && exec "$$@"' sh)
 
 ## test: create/update the venv, then run the whole test suite (loopback only)
-test: venv
+test: venv system-deps
 	$(LOOPBACK_ONLY) $(BIN)/python -m pytest
 
 ## lint: ruff over the code
