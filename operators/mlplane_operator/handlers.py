@@ -12,9 +12,10 @@ from typing import Any
 import kopf
 
 from mlplane_operator.config import OperatorConfig
-from mlplane_operator.kube import GROUP, PLURAL, VERSION, Cluster
+from mlplane_operator.kube import GROUP, PLATFORMS, PLURAL, VERSION, Cluster
 from mlplane_operator.mlflow_registry import ModelRegistry
-from mlplane_operator.reconcile import Controller
+from mlplane_operator.platform_reconcile import PlatformController
+from mlplane_operator.reconcile import Controller, _utcnow
 
 FINALIZER = "mlplane.io/finalizer"
 ANNOTATIONS_PREFIX = "mlplane.io"
@@ -44,7 +45,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         for name, value in MLFLOW_CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
         registry_client = ModelRegistry(config.tracking_uri) if config.tracking_uri else None
-        memo.controller = Controller(config, Cluster.connect(), registry_client)
+        cluster = Cluster.connect()
+        memo.controller = Controller(config, cluster, registry_client)
+        memo.platforms = PlatformController(config, cluster, _utcnow)
 
     # Explicit ids: kopf keys its progress annotations (mlplane.io/<id>) by them.
     @kopf.on.resume(*resource, id="reconcile", registry=registry)
@@ -61,6 +64,27 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             memo.controller.reconcile(body, patch, logger, kwargs.get("retry", 0))
         except kopf.PermanentError:
             pass  # already in status; the spec must change first, and then the update handler runs
+
+    # Platforms: no finalizer (nothing outside Kubernetes to clean up); their children carry owner
+    # references, so the garbage collector removes them with the Platform. A ModelDeployment reads its
+    # Platform on every reconcile, so its resync timer picks up a changed Platform.
+    platforms = (GROUP, VERSION, PLATFORMS)
+
+    @kopf.on.resume(*platforms, id="reconcile", registry=registry)
+    @kopf.on.create(*platforms, id="reconcile", registry=registry)
+    @kopf.on.update(*platforms, id="reconcile", registry=registry)
+    def reconcile_platform(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger,
+                           **_: Any) -> None:
+        memo.platforms.reconcile(body, patch, logger)
+
+    @kopf.timer(*platforms, id="resync", interval=config.resync_seconds, initial_delay=config.resync_seconds,
+                registry=registry)
+    def resync_platform(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger,
+                        **_: Any) -> None:
+        try:
+            memo.platforms.reconcile(body, patch, logger)
+        except kopf.PermanentError:
+            pass  # already in status; the update handler runs when the spec changes
 
     @kopf.on.delete(*resource, id="cleanup", registry=registry)
     def delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:

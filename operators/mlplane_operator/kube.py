@@ -19,12 +19,17 @@ from kubernetes.client.exceptions import ApiException
 Obj = dict[str, Any]
 
 FIELD_MANAGER = "mlplane-operator"
-GROUP, VERSION, PLURAL = "mlplane.io", "v1alpha1", "modeldeployments"
+GROUP, VERSION = "mlplane.io", "v1alpha1"
+PLURAL = "modeldeployments"
+PLATFORMS = "platforms"
+# The label every child carries, naming its owner (a ModelDeployment or a Platform), for list and prune.
+DEPLOYMENT_LABEL = "mlplane.io/deployment"
+PLATFORM_LABEL = "mlplane.io/platform"
 
 
 @dataclass(frozen=True)
 class ChildKind:
-    """A kind `mlplane.k8s.render` produces; the operator applies, lists and prunes it."""
+    """A kind the operator applies, lists and prunes (custom and core-group kinds alike)."""
 
     api_version: str
     kind: str
@@ -38,15 +43,30 @@ class ChildKind:
     def version(self) -> str:
         return self.api_version.rpartition("/")[2]
 
+    def path(self, namespace: str, name: str | None = None) -> str:
+        """The REST path: `/api/v1/...` for the core group, `/apis/GROUP/VERSION/...` for the others."""
+        base = f"/apis/{self.api_version}" if self.group else f"/api/{self.version}"
+        return f"{base}/namespaces/{namespace}/{self.plural}" + (f"/{name}" if name else "")
 
+
+# What `mlplane.k8s.render` produces for a ModelDeployment.
 CHILD_KINDS: tuple[ChildKind, ...] = (
+    ChildKind("v1", "ConfigMap", "configmaps"),
     ChildKind("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices"),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
     ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
     ChildKind("ray.io/v1", "RayService", "rayservices"),
 )
-_BY_TYPE = {(k.api_version, k.kind): k for k in CHILD_KINDS}
+# What a Platform provisions: the feast-operator's FeatureStore and the scheduled ingestion CronJobs.
+PLATFORM_CHILD_KINDS: tuple[ChildKind, ...] = (
+    ChildKind("feast.dev/v1", "FeatureStore", "featurestores"),
+    ChildKind("batch/v1", "CronJob", "cronjobs"),
+)
+# The feast-operator reads a store's settings from a Secret: applied, and pruned by its known name
+# (never listed: the operator gets no read access to Secrets).
+SECRET = ChildKind("v1", "Secret", "secrets")
+_BY_TYPE = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, *PLATFORM_CHILD_KINDS, SECRET)}
 
 # (apiGroup, resource) -> verbs. Children: server-side apply is a PATCH that also creates; list finds
 # what to prune; delete prunes and cleans up.
@@ -54,24 +74,35 @@ PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, PLURAL): frozenset({"list", "watch", "patch"}),  # kopf: watch, finalizer and progress annotations
     (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),  # status.conditions, servedVersion, ...
     (GROUP, f"{PLURAL}/finalizers"): frozenset({"update"}),  # see ADMISSION_ONLY
+    # kopf watches Platforms and patches their annotations; a ModelDeployment reads its Platform (get).
+    (GROUP, PLATFORMS): frozenset({"get", "list", "watch", "patch"}),
+    (GROUP, f"{PLATFORMS}/status"): frozenset({"patch"}),
+    (GROUP, f"{PLATFORMS}/finalizers"): frozenset({"update"}),  # see ADMISSION_ONLY
     ("", "events"): frozenset({"create"}),  # kopf reports warnings and errors as events
-    **{(k.group, k.plural): frozenset({"list", "patch", "delete"}) for k in CHILD_KINDS},
+    **{(k.group, k.plural): frozenset({"list", "patch", "delete"}) for k in (*CHILD_KINDS, *PLATFORM_CHILD_KINDS)},
+    (SECRET.group, SECRET.plural): frozenset({"patch", "delete"}),  # write-only: see SECRET
 }
 # Checked by admission, never called: setting `blockOwnerDeletion` in a child's owner reference needs
 # `update` on the owner's finalizers (the OwnerReferencesPermissionEnforcement plugin).
-ADMISSION_ONLY: frozenset[tuple[str, str, str]] = frozenset({(GROUP, f"{PLURAL}/finalizers", "update")})
+ADMISSION_ONLY: frozenset[tuple[str, str, str]] = frozenset(
+    {(GROUP, f"{PLURAL}/finalizers", "update"), (GROUP, f"{PLATFORMS}/finalizers", "update")})
 
 
 def child_kind(obj: Mapping[str, Any]) -> ChildKind:
-    """The declared kind of a rendered object; a kind missing from :data:`CHILD_KINDS` is a bug."""
+    """The declared kind of a rendered object; a kind missing from the kind lists is a bug."""
     return _BY_TYPE[(obj["apiVersion"], obj["kind"])]
 
 
 class Cluster:
-    """Server-side apply, list and delete of child objects (the only code that writes children)."""
+    """Server-side apply, list and delete of child objects (the only code that writes children).
+
+    Core-group and custom kinds go through the same generic REST calls (`ApiClient.call_api`), so a
+    ConfigMap is applied, listed and pruned exactly like an InferenceService.
+    """
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
-        self._api = k8s.CustomObjectsApi(api_client)
+        self._client = api_client
+        self._custom = k8s.CustomObjectsApi(api_client)
 
     @classmethod
     def connect(cls) -> Cluster:
@@ -83,32 +114,50 @@ class Cluster:
             k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
         return cls(k8s.ApiClient(configuration))
 
+    def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
+              content_type: str = "application/json") -> Obj:
+        request = self._client.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type}, body=body,
+            auth_settings=["BearerToken"])
+        result = self._client._call_with_legacy_options(request, {"200": "object", "201": "object"}, None, True,
+                                                        None, True)
+        return cast(Obj, result or {})
+
     def apply(self, obj: Obj) -> Obj:
         """Server-side apply `obj` as the operator's field manager (creates or updates; fixes drift)."""
         kind, meta = child_kind(obj), obj["metadata"]
-        result = self._api.patch_namespaced_custom_object(
-            kind.group, kind.version, meta["namespace"], kind.plural, meta["name"], obj,
-            field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
-        return cast(Obj, result)
+        return self._call("PATCH", kind.path(meta["namespace"], meta["name"]), body=obj,
+                          query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                          content_type="application/apply-patch+yaml")
 
-    def list(self, kind: ChildKind, namespace: str, owner: str) -> list[Obj]:
+    def list(self, kind: ChildKind, namespace: str, owner: str, label: str = DEPLOYMENT_LABEL) -> list[Obj]:
         """Objects of `kind` in `namespace` labelled as `owner`'s; none when the kind is not installed."""
         try:
-            found = self._api.list_namespaced_custom_object(
-                kind.group, kind.version, namespace, kind.plural, label_selector=f"mlplane.io/deployment={owner}")
+            found = self._call("GET", kind.path(namespace), query=[("labelSelector", f"{label}={owner}")])
         except ApiException as exc:
-            if exc.status == 404:  # the CRD (KEDA, KubeRay, prometheus-operator) is not installed
+            if exc.status == 404:  # the CRD (KEDA, KubeRay, prometheus-operator, feast) is not installed
                 return []
             raise
-        items: list[Obj] = cast(Obj, found).get("items", [])
+        items: list[Obj] = found.get("items") or []
         return [{"apiVersion": kind.api_version, "kind": kind.kind, **item} for item in items]
 
     def delete(self, obj: Mapping[str, Any]) -> None:
-        """Delete a child; already gone is fine."""
+        """Delete a child (background propagation: what it owns goes too); already gone is fine."""
         kind, meta = child_kind(obj), obj["metadata"]
         try:
-            self._api.delete_namespaced_custom_object(kind.group, kind.version, meta["namespace"], kind.plural,
-                                                      meta["name"])
+            self._call("DELETE", kind.path(meta["namespace"], meta["name"]),
+                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def get_platform(self, namespace: str, name: str) -> Obj | None:
+        """The Platform object `namespace/name`, or None when there is none."""
+        try:
+            found = self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLATFORMS, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(Obj, found)

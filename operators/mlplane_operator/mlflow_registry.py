@@ -1,57 +1,40 @@
-"""MLflow as the operator uses it: resolve references, store Triton repositories, tag served versions.
+"""MLflow as the operator uses it: resolve references, store serving archives, tag served versions.
 
-Every failure is a `mlplane.registry.RegistryError`; `RegistryUnavailable` (MLflow did not answer)
-is worth retrying, the others mean the registry said no.
+Every failure is a `mlplane.registry.RegistryError`: `RegistryUnavailable` (MLflow did not answer) is
+worth retrying, `ArtifactStoreError` (S3/GCS/artifact proxy/disk, with a condition reason) too,
+`UnfetchableArtifact` needs a different artifact store, the others mean the registry said no. Calls
+give up after `MLPLANE_REGISTRY_TIMEOUT_SECONDS` (default 10) instead of MLflow's minutes of retries.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
+import os
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from mlplane.registry import DEFAULT_TIMEOUT_S, MlflowRegistry, RegistryError, RegistryUnavailable, bound_requests
 
-from mlplane import registry
-from mlplane.registry import NOT_FOUND_CODES, RegistryError, RegistryUnavailable
-from mlplane.spec import ModelDeployment, ModelRef
-from mlplane_operator.triton import repository
-
-T = TypeVar("T")
+TIMEOUT_VAR = "MLPLANE_REGISTRY_TIMEOUT_SECONDS"
 
 
-class ModelRegistry:
+def registry_timeout(env: dict[str, str] | os._Environ[str] | None = None) -> float:
+    """Seconds one MLflow call may take (`MLPLANE_REGISTRY_TIMEOUT_SECONDS`); raises ValueError naming it."""
+    text = (os.environ if env is None else env).get(TIMEOUT_VAR) or ""
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_VAR}: got {text!r}; expected seconds (a positive number)") from None
+    if value <= 0:
+        raise ValueError(f"{TIMEOUT_VAR}: got {text!r}; expected seconds (a positive number)")
+    return value
+
+
+class ModelRegistry(MlflowRegistry):
     """The MLflow tracking server + model registry at `tracking_uri`."""
 
-    def __init__(self, tracking_uri: str) -> None:
-        self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    def resolve(self, ref: ModelRef) -> tuple[str, str]:
-        """(registry version, artifact location) that `ref` points at now."""
-        return registry.artifact_location(self.tracking_uri, ref)
-
-    def triton_repository(self, deployment: ModelDeployment, name: str, version: str, location: str) -> str:
-        """The URI of the Triton repository for `deployment` serving `name` version `version`; written once."""
-        sig = registry.signature(self.tracking_uri, f"models:/{name}/{version}")
-        repo = repository(deployment, version, location, sig.inputs, sig.outputs)
-        mv = self._call(f"models:/{name}/{version}", lambda: self._client.get_model_version(name, version))
-        run_id = mv.run_id
-        if not run_id:
-            raise RegistryError(f"models:/{name}/{version} was registered without a run; runtime triton stores its "
-                                "model repository with the version's run: register the model from a run")
-        where = f"run {run_id}"
-        run = self._call(where, lambda: self._client.get_run(run_id))
-        if not self._call(where, lambda: self._client.list_artifacts(run_id, repo.artifact_path)):
-            with tempfile.TemporaryDirectory(prefix="mlplane-triton-") as tmp:
-                for rel, text in repo.files.items():
-                    path = Path(tmp, rel)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(text, encoding="utf-8")
-                self._call(where, lambda: self._client.log_artifacts(run_id, tmp, repo.artifact_path))
-        return f"{run.info.artifact_uri.rstrip('/')}/{repo.artifact_path}"
+    def __init__(self, tracking_uri: str, timeout_s: float | None = None) -> None:
+        bound_requests(registry_timeout() if timeout_s is None else timeout_s)
+        super().__init__(tracking_uri)
 
     def mark_served(self, name: str, version: str, tag: str, value: str) -> None:
         """Tag `version` as served (`tag`=`value`) and remove `tag` from every other version of `name`."""
@@ -78,13 +61,3 @@ class ModelRegistry:
 
     def _untag(self, name: str, version: str, tag: str) -> None:
         self._call(f"models:/{name}/{version}", lambda: self._client.delete_model_version_tag(name, version, tag))
-
-    @staticmethod
-    def _call(what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except MlflowException as exc:
-            text = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
-            if exc.error_code in NOT_FOUND_CODES:
-                raise RegistryError(f"{what}: {text}") from None
-            raise RegistryUnavailable(f"{what}: the registry did not answer ({text})") from None

@@ -42,8 +42,11 @@ def owner_reference(body: Mapping[str, Any]) -> Obj:
 
 
 def children(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, owner: Obj, *,
-             gpu_headroom: int, prometheus_url: str) -> list[Obj]:
-    """The rendered objects, each owned by the ModelDeployment, in apply order."""
+             prometheus_url: str, gpu_headroom: int | None = None) -> list[Obj]:
+    """The rendered objects, each owned by the ModelDeployment, in apply order.
+
+    `gpu_headroom` unset: the Platform's `spec.gpuNodePool.gpuHeadroom`.
+    """
     objects = render(deployment, platform, resolved, gpu_headroom=gpu_headroom, prometheus_url=prometheus_url)
     for obj in objects:
         obj["metadata"]["ownerReferences"] = [copy.deepcopy(owner)]

@@ -19,11 +19,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from mlplane.k8s.render import ResolvedArtifact, effective_runtime
-from mlplane.registry import RegistryError, RegistryUnavailable
+from mlplane.k8s.render import ResolvedArtifact
+from mlplane.k8s.resolve import resolve_served
+from mlplane.registry import ArtifactStoreError, RegistryError, RegistryUnavailable, UnfetchableArtifact
 from mlplane.runtime.triton_repo import TritonRepoError
-from mlplane.spec import ModelDeployment, SpecError, parse_model_ref
-from mlplane_operator import plan
+from mlplane.spec import ModelDeployment, Platform, SpecError, parse_model_ref
+from mlplane_operator import plan, platform_plan
 from mlplane_operator.config import OperatorConfig
 from mlplane_operator.kube import CHILD_KINDS, Cluster
 from mlplane_operator.mlflow_registry import ModelRegistry
@@ -98,11 +99,12 @@ class Controller:
             deployment = plan.parse(body)
         except SpecError as exc:
             raise _Outcome(_invalid(str(exc)), kopf.PermanentError(str(exc))) from None
-        version, storage_uri = self._resolve(deployment, status)
+        platform = self._platform(deployment, status)
+        version, storage_uri = self._resolve(deployment, status, platform)
         owner = plan.owner_reference(body)
         try:
-            desired = plan.children(deployment, self.config.platform, ResolvedArtifact(version, storage_uri), owner,
-                                    gpu_headroom=self.config.gpu_headroom, prometheus_url=self.config.prometheus_url)
+            desired = plan.children(deployment, platform, ResolvedArtifact(version, storage_uri), owner,
+                                    prometheus_url=self.config.prometheus_url)
         except ValueError as exc:  # a spec this cluster cannot render (e.g. features without a feature store)
             raise _Outcome(_invalid(str(exc)), kopf.PermanentError(str(exc))) from None
         try:
@@ -138,26 +140,27 @@ class Controller:
             Condition("Degraded", "False", "AsExpected", "children applied"),
         ]
 
-    def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any]) -> tuple[str, str]:
-        """(registry version, storageUri) to serve; raises `_Outcome` when MLflow cannot say."""
+    def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any],
+                 platform: Platform) -> tuple[str, str]:
+        """(registry version, storageUri) to serve; raises `_Outcome` when MLflow cannot say.
+
+        The same `mlplane.k8s.resolve.resolve_served` as `mlplane render`; the operator also stores the
+        serving archive (proxied artifact store, runtime triton) the storageUri names.
+        """
         ref = deployment.model_ref
-        runtime = effective_runtime(deployment, self.config.platform)
-        if ref.kind == "uri":
-            if runtime == "triton":
-                message = (f"spec.model: runtime triton in the cluster serves registered models only (its model "
-                           f"repository is stored with the model version); got {deployment.spec.model!r}: use "
-                           "models:/NAME@ALIAS or models:/NAME/VERSION")
-                raise _Outcome(_invalid(message), kopf.PermanentError(message))
-            return "", ref.uri
-        if self.registry is None:
+        if ref.kind != "uri" and self.registry is None:
             message = f"{deployment.spec.model} needs MLflow, and MLFLOW_TRACKING_URI is not set for the operator"
             raise _Outcome(_unresolved("NoRegistry", message), kopf.TemporaryError(message))
         kept = f" (children keep serving version {status['servedVersion']})" if status.get("servedVersion") else ""
         try:
-            version, location = self.registry.resolve(ref)
-            if runtime == "triton":
-                return version, self.registry.triton_repository(deployment, ref.name, version, location)
-            return version, location
+            served = resolve_served(deployment, platform, self.registry, write=True).artifact
+            return served.registry_version, served.storage_uri
+        except UnfetchableArtifact as exc:  # no registry state fixes it: the spec or the artifact store must change
+            message = str(exc)
+            raise _Outcome(_invalid(message), kopf.PermanentError(message)) from None
+        except ArtifactStoreError as exc:
+            message = f"{exc}{kept}"
+            raise _Outcome(_unresolved(exc.reason, message), kopf.TemporaryError(message)) from None
         except RegistryUnavailable as exc:
             message = self._unavailable(exc, status.get("servedVersion"))
             raise _Outcome(_unresolved("RegistryUnavailable", message),
@@ -175,6 +178,38 @@ class Controller:
                             Condition("Progressing", "False", "UnservableModel", message),
                             Condition("Degraded", "True", "UnservableModel", message)],
                            kopf.PermanentError(message)) from None
+
+    def _platform(self, deployment: ModelDeployment, status: Mapping[str, Any]) -> Platform:
+        """The deployment's Platform (`spec.platform`, else 'default'): in its namespace, else the operator's.
+
+        Missing, invalid or not yet reconciled: `Ready=False` (PlatformNotFound, PlatformNotReady), the
+        children untouched, retried; the resync timer picks up a Platform that appears or changes.
+        """
+        name = deployment.spec.platform or platform_plan.DEFAULT_PLATFORM
+        namespaces = dict.fromkeys([deployment.metadata.namespace or plan.DEFAULT_NAMESPACE, self.config.namespace])
+        kept = f" (children keep serving version {status['servedVersion']})" if status.get("servedVersion") else ""
+        for ns in namespaces:
+            try:
+                body = self.cluster.get_platform(ns, name)
+            except ApiException as exc:
+                message = f"cannot read Platform {ns}/{name}: {exc.status} {exc.reason}{kept}"
+                raise _Outcome([Condition("Degraded", "True", "PlatformUnavailable", message)],
+                               kopf.TemporaryError(message)) from None
+            if body is None:
+                continue
+            ok, why = platform_plan.usable(body)
+            if not ok:
+                raise _Outcome(_no_platform("PlatformNotReady", why + kept, bool(kept)), kopf.TemporaryError(why))
+            try:
+                return platform_plan.in_cluster(platform_plan.parse(body), self.config.tracking_uri)
+            except SpecError as exc:  # the Platform changed since its status was written
+                message = f"Platform {ns}/{name} is invalid: {exc}"
+                raise _Outcome(_no_platform("PlatformNotReady", message + kept, bool(kept)),
+                               kopf.TemporaryError(message)) from None
+        message = (f"no Platform named '{name}' in namespace {' or '.join(namespaces)}: create one (the mlplane "
+                   f"chart installs its `platform:` value as Platform '{platform_plan.DEFAULT_PLATFORM}') or "
+                   "fix spec.platform")
+        raise _Outcome(_no_platform("PlatformNotFound", message + kept, bool(kept)), kopf.TemporaryError(message))
 
     def _unavailable(self, exc: RegistryError, served: str | None) -> str:
         assert self.registry is not None
@@ -212,6 +247,13 @@ def _invalid(message: str) -> list[Condition]:
             Condition("ModelResolved", "Unknown", "InvalidSpec", "the spec is invalid"),
             Condition("Progressing", "False", "InvalidSpec", "fix the spec; nothing is retried until it changes"),
             Condition("Degraded", "True", "InvalidSpec", message)]
+
+
+def _no_platform(reason: str, message: str, serving: bool) -> list[Condition]:
+    updates = [Condition("Degraded", "True", reason, message)]
+    if not serving:
+        updates.append(Condition("Ready", "False", reason, message))
+    return updates
 
 
 def _unresolved(reason: str, message: str) -> list[Condition]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplane.runtime.local.plan import ResolvedModel
 from mlplane.runtime.local.runtimes import Signature
+from mlplane.serving.signature import TensorMeta
 from mlplane.spec import ModelRef
+
+T = TypeVar("T")
 
 
 class RegistryError(Exception):
@@ -16,6 +25,81 @@ class RegistryError(Exception):
 
 class RegistryUnavailable(RegistryError):
     """The registry did not answer (refused, timed out, server error): worth retrying later."""
+
+
+class ArtifactStoreError(RegistryError):
+    """The artifact store behind the registry failed (S3, GCS, MLflow's artifact proxy, the disk).
+
+    ``reason`` is the status-condition reason: ``ArtifactStoreAccessDenied`` (credentials missing or
+    refused: fix the identity, retrying alone will not help) or ``ArtifactStoreUnavailable``.
+    """
+
+    def __init__(self, message: str, reason: str = "ArtifactStoreUnavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnfetchableArtifact(RegistryError):
+    """The model's files are where KServe's storage initializer cannot download them (e.g. ``file:``)."""
+
+
+# MLflow's client reads these per request: a bounded time per call and no silent retries.
+TIMEOUT_ENV = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def bound_requests(timeout_s: float, env: dict[str, str] | None = None) -> None:
+    """Make MLflow calls give up after about ``timeout_s`` seconds each, without retries.
+
+    MLflow's defaults (120 s per request, 7 retries with backoff) keep a caller waiting for minutes on an
+    unreachable server. Sets the process environment (MLflow reads it on every request) unless ``env``.
+    """
+    import math
+    import os
+
+    if timeout_s <= 0:
+        raise ValueError(f"the registry timeout must be positive seconds; got {timeout_s:g}")
+    target = os.environ if env is None else env
+    target["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
+    target["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+
+
+_DENIED_CODES = frozenset({"AccessDenied", "403", "401", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                           "ExpiredToken", "InvalidToken", "AllAccessDisabled", "AccountProblem"})
+
+
+def storage_failure(what: str, exc: BaseException) -> RegistryError | None:
+    """``exc`` from an artifact store client as a registry error naming ``what``; None if it is no such error.
+
+    Covers botocore (S3), google-auth / google-cloud (GCS), requests (MLflow's artifact proxy) and OSError.
+    """
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    denied = (f"{what}: the artifact store refused the credentials ({text}); give the operator (and the model "
+              "servers) an identity that may read and write the bucket")
+    unavailable = f"{what}: the artifact store did not answer ({text})"
+    module = type(exc).__module__ or ""
+    name = type(exc).__name__
+    if module.startswith("botocore"):
+        if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                    "NoAuthTokenError", "UnauthorizedSSOTokenError"):
+            return ArtifactStoreError(denied, "ArtifactStoreAccessDenied")
+        if name == "ClientError":
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in _DENIED_CODES:
+                return ArtifactStoreError(denied, "ArtifactStoreAccessDenied")
+        return ArtifactStoreError(unavailable)
+    if module.startswith("google."):
+        if name in ("DefaultCredentialsError", "RefreshError", "Forbidden", "Unauthorized", "PermissionDenied"):
+            return ArtifactStoreError(denied, "ArtifactStoreAccessDenied")
+        return ArtifactStoreError(unavailable)
+    if module.startswith(("requests", "urllib3")):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return ArtifactStoreError(denied, "ArtifactStoreAccessDenied")
+        return ArtifactStoreError(unavailable)
+    if isinstance(exc, OSError):
+        return ArtifactStoreError(unavailable)
+    return None
 
 
 # MLflow error codes that mean "the registry answered: no such model, alias or version".
@@ -99,3 +183,75 @@ def artifact_location(tracking_uri: str, ref: ModelRef) -> tuple[str, str]:
     except MlflowException as exc:
         raise _failure(ref, exc) from None
     return resolved.version, location
+
+
+class MlflowRegistry:
+    """The MLflow tracking server + registry at `tracking_uri`, as cluster resolution uses it
+    (`mlplane.k8s.resolve.ServingRegistry`). Every failure is a `RegistryError`."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client = _client(tracking_uri)
+
+    def resolve(self, ref: ModelRef) -> tuple[str, str]:
+        return self._call(ref.uri, lambda: artifact_location(self.tracking_uri, ref))
+
+    def tensors(self, name: str, version: str) -> tuple[Sequence[TensorMeta], Sequence[TensorMeta]]:
+        uri = f"models:/{name}/{version}"
+        sig = self._call(uri, lambda: signature(self.tracking_uri, uri))
+        return sig.inputs, sig.outputs
+
+    def run_artifacts(self, name: str, version: str) -> tuple[str, str]:
+        uri = f"models:/{name}/{version}"
+        mv = self._call(uri, lambda: self._client.get_model_version(name, version))
+        run_id = mv.run_id
+        if not run_id:
+            raise UnfetchableArtifact(
+                f"spec.model: {uri} was registered without a run; in the cluster its files are packed and stored "
+                "with the version's run for KServe to download: register the model from a run")
+        run = self._call(f"run {run_id}", lambda: self._client.get_run(run_id))
+        return run_id, run.info.artifact_uri
+
+    def has_artifact(self, run_id: str, path: str) -> bool:
+        parent = path.rsplit("/", 1)[0]
+        listed = self._call(f"run {run_id}", lambda: self._client.list_artifacts(run_id, parent))
+        return any(f.path == path and not f.is_dir for f in listed)
+
+    def write_archive(self, archive: Any) -> None:
+        """Download the model version's files, add the generated ones, tar.gz them and log the archive."""
+        import mlflow.artifacts
+
+        where = f"{archive.source} -> run {archive.run_id}/{archive.path}"
+        with tempfile.TemporaryDirectory(prefix="mlplane-archive-") as tmp:
+            content = Path(tmp, "content")
+            model_dir = content / archive.model_dir if archive.model_dir else content
+            model_dir.parent.mkdir(parents=True, exist_ok=True)
+            downloaded = self._call(where, lambda: mlflow.artifacts.download_artifacts(
+                artifact_uri=archive.source, dst_path=str(Path(tmp, "download")), tracking_uri=self.tracking_uri))
+            Path(downloaded).rename(model_dir)  # the model's own directory (MLmodel at its top)
+            for rel, text in archive.files:
+                target = content / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+            packed = Path(tmp, archive.path.rsplit("/", 1)[1])
+            with tarfile.open(packed, "w:gz") as tar:
+                for entry in sorted(content.rglob("*")):
+                    tar.add(entry, arcname=str(entry.relative_to(content)), recursive=False)
+            self._call(where, lambda: self._client.log_artifact(archive.run_id, str(packed),
+                                                                archive.path.rsplit("/", 1)[0]))
+
+    @staticmethod
+    def _call(what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except RegistryError:
+            raise
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND_CODES:
+                raise RegistryError(f"{what}: {_short(exc)}") from None
+            raise RegistryUnavailable(f"{what}: the registry did not answer ({_short(exc)})") from None
+        except Exception as exc:
+            failure = storage_failure(what, exc)
+            if failure is None:
+                raise
+            raise failure from None

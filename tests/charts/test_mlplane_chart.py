@@ -34,8 +34,11 @@ from chart_helpers import (
 )
 from k8s_schema_helpers import REPO_ROOT, UPSTREAM_CRDS, errors, validator_for
 
+from mlplane import images
 from mlplane.k8s.chart_values import defaults
 from mlplane.k8s.helm_plan import coalesce
+from mlplane.spec import Platform
+from mlplane_operator import platform_plan
 from mlplane_operator.config import OperatorConfig
 from mlplane_operator.kube import PERMISSIONS
 
@@ -58,10 +61,20 @@ def test_strict_lint_passes(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_builtin_objects_validate_against_kubernetes(scenario: str) -> None:
-    builtin = [o for o in scenario_objects(scenario) if not o["apiVersion"].startswith(CUSTOM_GROUPS)]
+    builtin = [o for o in scenario_objects(scenario) if not o["apiVersion"].startswith((*CUSTOM_GROUPS, "mlplane.io/"))]
     assert len(builtin) >= 9
     for obj in builtin:
         assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == K8S_VERSION, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_platform_object_is_valid_for_the_platform_crd(scenario: str) -> None:
+    crd = yaml.safe_load((REPO_ROOT / "charts" / "mlplane-crds" / "templates" / "platforms.mlplane.io.yaml").read_text(
+        encoding="utf-8"))
+    schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    platforms = [o for o in scenario_objects(scenario) if o["kind"] == "Platform"]
+    assert [p["metadata"]["name"] for p in platforms] == ["default"]
+    assert errors(validator_for(schema, check=False), platforms[0]) == []
 
 
 @cache
@@ -95,7 +108,7 @@ def test_serving_runtimes_match_what_render_references() -> None:
     assert "{{.Name}}" in " ".join(mlflow["containers"][0]["args"])  # KServe's placeholder, not Helm's
     triton = find(objs, "ClusterServingRuntime", "mlplane-triton")["spec"]
     assert [f["name"] for f in triton["supportedModelFormats"]] == ["triton"]
-    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d+\.\d+-py3", triton["containers"][0]["image"])
+    assert triton["containers"][0]["image"] == images.TRITON  # images/mlplane-triton.Containerfile
     ports = {p["name"]: p["containerPort"] for p in triton["containers"][0]["ports"]}
     assert ports == {"http1": 8000, "grpc": 8001, "metrics": 8002}
     assert triton["annotations"]["prometheus.kserve.io/port"] == "8002"
@@ -121,7 +134,10 @@ def test_rbac_is_least_privilege(scenario: str) -> None:
             assert WILDCARD not in rule[field], f"wildcard in {field}: {rule}"
         assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"] and "impersonate" not in rule["verbs"]
     granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
-    assert not any(r in ("secrets", "configmaps", "pods") for _, r in granted), "the operator needs no core data"
+    assert ("", "pods") not in granted
+    assert granted[("", "secrets")] == {"patch", "delete"}, "the operator writes Secrets, never reads them"
+    # ConfigMaps: only its own children (the feature store config), applied and pruned by label.
+    assert granted[("", "configmaps")] == {"list", "patch", "delete"}
     # Exactly what the operator declares it calls (tests/operator checks the declaration against the calls).
     assert granted == {key: set(verbs) for key, verbs in PERMISSIONS.items()}
     binding = find(objs, "ClusterRoleBinding", "mlplane-operator")
@@ -134,6 +150,7 @@ SECRETISH = re.compile(r"pass(word)?|secret|token|credential|private|api[_-]?key
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_secret_material_in_configmaps(scenario: str) -> None:
     objs = scenario_objects(scenario)
+    # No scenario sets mlflow.backendStore.password (tests/charts/test_mlflow_server.py covers that Secret).
     assert not [o for o in objs if o["kind"] == "Secret"], "the chart must not create Secrets (existingSecret only)"
     for cm in (o for o in objs if o["kind"] == "ConfigMap"):
         for key, value in cm.get("data", {}).items():
@@ -202,14 +219,22 @@ def test_production_uses_postgres_from_env_s3_and_irsa() -> None:
         "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplane-mlflow"}
     assert find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["serviceAccountName"] == (
         "mlplane-mlflow")
-    assert find(objs, "ServiceAccount", "mlplane-model-server")["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplane-model-server"}
+    # The model servers' account in the release namespace and each of serving.namespaces (Terraform's
+    # model_server_namespaces): the model-server role trusts exactly these.
+    model_servers = [o for o in objs
+                     if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "mlplane-model-server"]
+    assert [o["metadata"]["namespace"] for o in model_servers] == ["mlplane", "team-a", "team-b"]
+    for sa in model_servers:
+        assert sa["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplane-model-server"}
     annotations = find(objs, "Deployment", "mlplane-mlflow")["metadata"]["annotations"]
     assert annotations["mlplane.io/db-password-secret-arn"].startswith("arn:aws:secretsmanager:")
-    config = find(objs, "ConfigMap", "mlplane-operator")["data"]
-    assert json.loads(config["MLPLANE_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
-    assert json.loads(config["MLPLANE_GPU_TOLERATIONS"])[0]["key"] == "nvidia.com/gpu"
-    assert config["MLPLANE_SERVING_SERVICE_ACCOUNT"] == "mlplane-model-server"
+    # The platform settings are the release's Platform object, not operator settings.
+    platform = find(objs, "Platform", "default")
+    assert platform["metadata"]["namespace"] == "mlplane"
+    assert platform["spec"]["gpuNodePool"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert platform["spec"]["gpuNodePool"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert not [k for k in find(objs, "ConfigMap", "mlplane-operator")["data"] if k.startswith("MLPLANE_GPU")]
     assert "External Secrets" in rendered_scenario("production")[0]["mlplane/templates/NOTES.txt"]
 
 
@@ -247,8 +272,7 @@ def test_operator_command_config_and_checksum() -> None:
         "http://mlplane-mlflow.mlplane.svc:5000")
     checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert re.fullmatch(r"[0-9a-f]{64}", checksum)
-    changed = find(objects(render({"vectorStore": {"uri": "http://milvus.milvus:19530"}})), "Deployment",
-                   "mlplane-operator")
+    changed = find(objects(render({"operator": {"resyncSeconds": 15}})), "Deployment", "mlplane-operator")
     assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
 
 
@@ -275,7 +299,10 @@ def test_escape_hatches() -> None:
     ({"mlflow": {"backendStor": {"type": "sqlite"}}}, "backendStor"),
     ({"mlflow": {"backendStore": {"type": "mysql"}}}, "/mlflow/backendStore/type"),
     ({"operatr": {}}, "operatr"),
-    ({"gpuNodePool": {"nodeSelector": {"a": "b"}, "gpus": 1}}, "gpus"),
+    ({"platform": {"gpuNodePool": {"nodeSelector": {"a": "b"}, "gpus": 1}}}, "gpus"),
+    ({"platform": {"gpuNodePool": {"tolerations": [{"key": "g", "effect": "Sometimes"}]}}},
+     "/platform/gpuNodePool/tolerations/0/effect"),
+    ({"gpuNodePool": {}}, "gpuNodePool"),  # gone: the Platform holds it
 ])
 def test_schema_rejects_unknown_keys_and_bad_values(values: Obj, where: str) -> None:
     with pytest.raises(helm_python.HelmError, match=where):
@@ -310,7 +337,8 @@ def _terraform_rendered_values() -> str:
               "bucket": "mlplane-mlflow-artifacts-123456789012", "region": "us-east-1",
               "mlflow_role_arn": "arn:aws:iam::123456789012:role/mlplane-mlflow",
               "model_server_role_arn": "arn:aws:iam::123456789012:role/mlplane-model-server",
-              "cluster_autoscaler_role_arn": "arn:aws:iam::123456789012:role/mlplane-cluster-autoscaler"}
+              "cluster_autoscaler_role_arn": "arn:aws:iam::123456789012:role/mlplane-cluster-autoscaler",
+              "model_server_account": "mlplane-model-server", "model_server_namespaces": ["team-a", "team-b"]}
     text = TFTPL.read_text(encoding="utf-8")
     text = re.sub(r"\$\{jsonencode\((\w+)\)\}", lambda m: json.dumps(sample[m[1]]), text)
     text = re.sub(r"\$\{(\w+)\}", lambda m: str(sample[m[1]]), text)
@@ -358,8 +386,8 @@ def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> 
     values = coalesce(defaults(), scenario_values(scenario))
     assert config.tracking_uri == f"http://mlplane-mlflow.{NAMESPACE}.svc:{values['mlflow']['port']}"
     assert config.resync_seconds == values["operator"]["resyncSeconds"]
-    assert config.gpu_headroom == values["gpuNodePool"]["gpuHeadroom"]
-    pool = config.platform.spec.gpu_node_pool
-    assert pool.gpu_resource_name == values["gpuNodePool"]["gpuResourceName"]
-    if values["gpuNodePool"]["nodeSelector"]:
-        assert pool.node_selector == values["gpuNodePool"]["nodeSelector"]
+    # The Platform the chart installs is one the operator accepts, with the values' spec.
+    body = find(objs, "Platform", "default")
+    platform = platform_plan.parse(body)
+    assert platform.to_dict()["spec"] == Platform.model_validate(
+        {"metadata": {"name": "default"}, "spec": values["platform"]}).to_dict()["spec"]

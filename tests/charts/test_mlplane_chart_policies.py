@@ -254,25 +254,24 @@ def test_every_pod_meets_podsecurity_restricted(scenario: str) -> None:
 
 
 # --------------------------------------------------------------------------- Feast and Milvus
-def test_feature_and_vector_store_settings_reach_the_operator_without_secrets() -> None:
-    objs = objects(render({"featureStore": {"url": "http://feast-feature-server.feast:6566"},
-                           "vectorStore": {"uri": "http://milvus.milvus:19530", "existingSecret": "milvus-token"}}))
+def test_feature_and_vector_store_settings_are_the_platforms_with_secrets_by_reference() -> None:
+    platform = {"featureStore": {"enabled": True, "registry": "s3://b/registry.db", "onlineStore": {
+                    "type": "redis", "secrets": {"connection_string": {"name": "feast-redis", "key": "url"}}}},
+                "vectorStore": {"enabled": True, "backend": "milvus", "uri": "http://milvus.milvus:19530",
+                                "tokenSecret": {"name": "milvus-token", "key": "token"}}}
+    objs = objects(render({"platform": platform}))
+    assert find(objs, "Platform", "default")["spec"] == platform
     config = find(objs, "ConfigMap", "mlplane-operator")["data"]
-    assert config["MLPLANE_FEATURE_STORE_URL"] == "http://feast-feature-server.feast:6566"
-    assert config["MLPLANE_VECTOR_STORE_URI"] == "http://milvus.milvus:19530"
+    assert not [k for k in config if k.startswith(("MLPLANE_FEATURE", "MLPLANE_VECTOR", "MLPLANE_RUNTIME",
+                                                   "MLPLANE_SERVING"))]
     container = find(objs, "Deployment", "mlplane-operator")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["MLPLANE_VECTOR_STORE_TOKEN"] == {"name": "MLPLANE_VECTOR_STORE_TOKEN", "valueFrom": {
-        "secretKeyRef": {"name": "milvus-token", "key": "token"}}}
+    assert "MLPLANE_VECTOR_STORE_TOKEN" not in {e["name"] for e in container["env"]}
     assert container["envFrom"] == [{"configMapRef": {"name": "mlplane-operator"}}]
 
 
-def test_data_services_are_unset_by_default() -> None:
+def test_data_services_are_off_in_the_default_platform() -> None:
     objs = scenario_objects("default")
-    config = find(objs, "ConfigMap", "mlplane-operator")["data"]
-    assert config["MLPLANE_FEATURE_STORE_URL"] == config["MLPLANE_VECTOR_STORE_URI"] == ""
-    env = find(objs, "Deployment", "mlplane-operator")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert "MLPLANE_VECTOR_STORE_TOKEN" not in {e["name"] for e in env}
+    assert find(objs, "Platform", "default")["spec"] == {}
 
 
 # --------------------------------------------------------------------------- values contract
@@ -294,8 +293,9 @@ def test_scenarios_are_valid_chart_values(scenario: str) -> None:
     ({"networkPolicy": {"enable": False}}, "/networkPolicy", "'enable' not allowed"),
     ({"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1"]}}}, "/networkPolicy/apiServer/cidrs/0", "pattern"),
     ({"networkPolicy": {"apiServer": {"ports": [0]}}}, "/networkPolicy/apiServer/ports/0", "minimum"),
-    ({"vectorStore": {"token": "s3cret"}}, "/vectorStore", "'token' not allowed"),
-    ({"featureStore": {"url": 6566}}, "/featureStore/url", "want string"),
+    ({"platform": {"vectorStore": {"token": "s3cret"}}}, "/platform/vectorStore", "'token' not allowed"),
+    ({"platform": {"featureStore": {"registry": 6566}}}, "/platform/featureStore/registry", "want "),
+    ({"vectorStore": {"uri": "http://milvus:19530"}}, "", "'vectorStore' not allowed"),
     ({"operator": {"replicas": 2}}, "/operator/replicas", "maximum"),
 ])
 def test_invalid_values_are_refused_by_helm_and_the_models(values: Obj, path: str, message: str) -> None:
@@ -304,11 +304,6 @@ def test_invalid_values_are_refused_by_helm_and_the_models(values: Obj, path: st
     assert f"at '{path}'" in str(raised.value) and message in str(raised.value)
     with pytest.raises(pydantic.ValidationError):
         chart_values.ChartValues.model_validate(values)
-
-
-def test_a_token_without_a_vector_store_fails_naming_the_value() -> None:
-    with pytest.raises(helm_python.HelmError, match="vectorStore.uri is required when vectorStore.existingSecret"):
-        render({"vectorStore": {"existingSecret": "milvus-token"}})
 
 
 def test_values_schema_accepts_helm_globals_from_an_umbrella_chart() -> None:

@@ -18,8 +18,11 @@ import pytest
 import yaml
 from chart_helpers import CHARTS, K8S_VERSION, find, objects
 
+from mlplane.k8s import versions
+
 STACK = CHARTS / "mlplane-stack"
-THIRD_PARTY = ["gpu-operator", "kserve-crd", "kserve", "kuberay-operator", "keda", "milvus", "kube-prometheus-stack"]
+THIRD_PARTY = ["cert-manager", "kserve-crd", "kube-prometheus-stack", "gpu-operator", "kuberay-operator", "keda",
+               "kserve-resources", "milvus"]
 LOCAL = ["mlplane-crds", "mlplane"]
 EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
 ALL_OFF = {name: {"enabled": False} for name in THIRD_PARTY}
@@ -65,6 +68,9 @@ def test_every_dependency_is_pinned_sourced_and_switchable() -> None:
         assert isinstance(values[dep["name"]]["enabled"], bool), f"values.yaml lacks {dep['name']}.enabled"
     # Third-party operators on, mlplane itself off (installed after KServe's CRDs exist).
     assert {d["name"] for d in deps if values[d["name"]]["enabled"]} == set(THIRD_PARTY) - {"milvus"}
+    # The same charts, versions and repositories as `mlplane cluster install` (mlplane.k8s.versions).
+    assert [(d["name"], d["version"], d["repository"]) for d in deps[:len(THIRD_PARTY)]] == [
+        (d.name, d.version, d.repository) for d in versions.STACK]
 
 
 def test_the_engine_reads_the_declarations() -> None:
@@ -86,9 +92,11 @@ def test_no_third_party_template_is_copied_in() -> None:
 
 
 def test_gpu_metrics_reach_prometheus() -> None:
-    """DCGM exporter on with a ServiceMonitor, and Prometheus picks up every ServiceMonitor."""
+    """DCGM exporter on with a ServiceMonitor that keeps the workload's pod labels, and Prometheus picks
+    up every ServiceMonitor (tests/stack/test_stack_prometheus.py runs the queries)."""
     values = _yaml(STACK / "values.yaml")
-    assert values["gpu-operator"]["dcgmExporter"] == {"enabled": True, "serviceMonitor": {"enabled": True}}
+    assert values["gpu-operator"]["dcgmExporter"] == {
+        "enabled": True, "serviceMonitor": {"enabled": True, "honorLabels": True}}
     spec = values["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
     assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False
 
@@ -101,7 +109,8 @@ def test_stack_renders_mlplane_with_third_party_off(vendored: Path) -> None:
     assert sorted(o["metadata"]["name"] for o in crds) == ["modeldeployments.mlplane.io", "platforms.mlplane.io"]
     assert find(objs, "Deployment", "mlplane-operator")["metadata"]["namespace"] == "monitoring"
     for obj in objs:
-        if not obj["apiVersion"].startswith(("serving.kserve.io/", "apiextensions.k8s.io/")):
+        # Custom objects are validated against their CRDs in tests/stack/test_stack_objects.py.
+        if not obj["apiVersion"].startswith(("serving.kserve.io/", "apiextensions.k8s.io/", "mlplane.io/")):
             assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == K8S_VERSION, obj["metadata"]["name"]
     notes = manifests["mlplane-stack/templates/NOTES.txt"]
     assert "- mlplane\n" in notes and "- keda" not in notes and "WARNING" not in notes
@@ -111,8 +120,8 @@ def test_default_stack_leaves_mlplane_for_later_and_says_so(vendored: Path) -> N
     manifests = render_stack(vendored, {})
     assert objects(manifests) == []
     notes = manifests["mlplane-stack/templates/NOTES.txt"]
-    assert "- kserve-crd" in notes and "- milvus" not in notes
-    assert "mlplane cluster install" in notes
+    assert "- kserve-crd" in notes and "- cert-manager" in notes and "- milvus" not in notes
+    assert "in phases" in notes and "mlplane cluster install" in notes
 
 
 def test_prometheus_outside_monitoring_is_warned_about(vendored: Path) -> None:

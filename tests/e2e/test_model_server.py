@@ -1,8 +1,13 @@
-"""mlplane's model server as a real process: V2 over HTTP and gRPC, bad input, version swap, SIGTERM."""
+"""mlplane's model server as a real process: V2 over HTTP and gRPC, bad input, version swap, SIGTERM.
+
+Version swaps go through the server's control socket (``--control-socket``), the way the supervisor
+sends them; the public port refuses them (tests/security has the attacks).
+"""
 
 from __future__ import annotations
 
 import signal
+import stat
 import threading
 import time
 import uuid
@@ -38,10 +43,16 @@ def expected(models: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+def control_socket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("control") / "private" / f"{NAME}.sock"
+
+
+@pytest.fixture(scope="module")
+def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, control_socket: Path):
     log = tmp_path_factory.mktemp("logs") / "server.log"
     srv = start_server(
-        NAME, str(models["1"]), log, version="1", extra_args=["--max-request-bytes", str(MAX_BYTES)]
+        NAME, str(models["1"]), log, version="1",
+        extra_args=["--max-request-bytes", str(MAX_BYTES), "--control-socket", str(control_socket)],
     )
     try:
         srv.wait_ready(NAME)
@@ -53,6 +64,18 @@ def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def http(server: ServerProcess):
     with httpx.Client(base_url=server.http_url, timeout=30.0) as client:
+        yield client
+
+
+def control_client(socket_path: Path, timeout: float = 60.0) -> httpx.Client:
+    """What the supervisor uses: HTTP over the server's control socket."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://model-control",
+                        timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def control(server: ServerProcess, control_socket: Path):
+    with control_client(control_socket) as client:
         yield client
 
 
@@ -94,7 +117,20 @@ def test_health_and_server_metadata(http: httpx.Client) -> None:
     assert http.get("/v2/health/ready").json() == {"ready": True}
     assert http.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
     md = http.get("/v2").json()
-    assert md["name"] and md["version"] and "model_repository_extension" in md["extensions"]
+    # Clients cannot use the model-repository extension, so it is not advertised.
+    assert md["name"] and md["version"] and "model_repository_extension" not in md["extensions"]
+
+
+def test_control_socket_is_private_and_the_public_port_refuses_control(
+    http: httpx.Client, control: httpx.Client, control_socket: Path
+) -> None:
+    assert stat.S_IMODE(control_socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(control_socket.parent.stat().st_mode) == 0o700
+    refused = http.post(f"/v2/repository/models/{NAME}/load", json={})
+    assert refused.status_code == 403 and "model control is not available to clients" in refused.json()["error"]
+    # the control socket serves loads, nothing else
+    assert control.get(f"/v2/models/{NAME}").status_code == 404
+    assert control.post(f"/v2/models/{NAME}/infer", json={}).status_code == 404
 
 
 def test_model_metadata_http_and_grpc(http: httpx.Client, server: ServerProcess) -> None:
@@ -266,25 +302,26 @@ def test_bad_input_grpc(server: ServerProcess) -> None:
 
 
 # -- version swap --------------------------------------------------------------------------------
-def test_failed_load_keeps_serving(http: httpx.Client, tmp_path: Path) -> None:
+def test_failed_load_keeps_serving(http: httpx.Client, control: httpx.Client, tmp_path: Path) -> None:
     X, _ = iris_frame()
     url = f"/v2/repository/models/{NAME}/load"
-    missing = http.post(url, json={"parameters": {"model_uri": str(tmp_path / "nope"), "model_version": "9"}})
+    missing = control.post(url, json={"parameters": {"model_uri": str(tmp_path / "nope"), "model_version": "9"}})
     assert 400 <= missing.status_code < 600 and "nope" in missing.json()["error"], missing.text
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "MLmodel").write_text("flavors: {python_function: {loader_module: no.such.module}}\n")
-    failed = http.post(url, json={"parameters": {"model_uri": str(broken), "model_version": "9"}})
+    failed = control.post(url, json={"parameters": {"model_uri": str(broken), "model_version": "9"}})
     assert 400 <= failed.status_code < 600 and "ModuleNotFoundError" in failed.json()["error"], failed.text
-    assert http.post(url, content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
-    assert http.post("/v2/repository/models/nope/load", json={}).status_code == 404
+    assert control.post(url, content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
+    assert control.post("/v2/repository/models/nope/load", json={}).status_code == 404
     assert http.get(f"/v2/models/{NAME}").json()["versions"] == ["1"]
     response = http.post(f"/v2/models/{NAME}/infer", json=v2_json(X.iloc[:2]))
     assert response.status_code == 200 and response.json()["model_version"] == "1"
 
 
 def test_swap_under_load_has_no_failed_requests(
-    http: httpx.Client, server: ServerProcess, models: dict[str, Path], expected: dict[str, np.ndarray]
+    http: httpx.Client, control: httpx.Client, server: ServerProcess, models: dict[str, Path],
+    expected: dict[str, np.ndarray],
 ) -> None:
     X, _ = iris_frame()
     body = v2_json(X)
@@ -323,7 +360,7 @@ def test_swap_under_load_has_no_failed_requests(
         while (min(len(r) for r in results) < 3 or time.monotonic() - started < 1.5) and not errors:
             assert time.monotonic() - started < 30, "no traffic before the swap"
             time.sleep(0.05)
-        response = http.post(
+        response = control.post(
             f"/v2/repository/models/{NAME}/load",
             json={"parameters": {"model_uri": str(models["2"]), "model_version": "2"}},
         )
@@ -353,7 +390,7 @@ def test_swap_under_load_has_no_failed_requests(
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         assert client.get_model_metadata(NAME, as_json=True)["versions"] == ["2"]
     # a body-less load re-loads the current version
-    again = http.post(f"/v2/repository/models/{NAME}/load")
+    again = control.post(f"/v2/repository/models/{NAME}/load")
     assert again.status_code == 200 and again.json()["version"] == "2"
 
 
@@ -377,7 +414,7 @@ mlflow.models.set_model(SlowToLoad())
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow nags about type hints and examples
-def test_slow_load_does_not_stall_requests(http: httpx.Client, tmp_path: Path) -> None:
+def test_slow_load_does_not_stall_requests(http: httpx.Client, control_socket: Path, tmp_path: Path) -> None:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
@@ -391,7 +428,7 @@ def test_slow_load_does_not_stall_requests(http: httpx.Client, tmp_path: Path) -
     swap: dict[str, httpx.Response] = {}
 
     def load() -> None:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+        with control_client(control_socket) as client:
             swap["response"] = client.post(
                 f"/v2/repository/models/{NAME}/load",
                 json={"parameters": {"model_uri": str(path), "model_version": "3"}},
@@ -415,9 +452,10 @@ def test_slow_load_does_not_stall_requests(http: httpx.Client, tmp_path: Path) -
     assert after["model_version"] == "3" and after["outputs"][0]["data"] == [7, 7]
 
 
-def test_sigterm_stops_cleanly(server: ServerProcess) -> None:
+def test_sigterm_stops_cleanly(server: ServerProcess, control_socket: Path) -> None:
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0, server.log_text()[-3000:]
+    assert not control_socket.exists()  # the control listener stopped with the server and cleaned up
     log = server.log_text()
     assert "Traceback" not in log.split("Stopping the model server")[-1]
     assert f"on http://127.0.0.1:{server.http_port}" in log  # the startup line names the URLs

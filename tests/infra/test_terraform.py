@@ -178,6 +178,8 @@ BAD_INPUTS: dict[str, tuple[dict[str, str], str]] = {
     "vpc_cidr": ({"vpc_cidr": '"10.0.0.300/16"'}, "vpc_cidr must be an IPv4 CIDR block"),
     "one_az": ({"availability_zones": '["us-east-1a"]'}, "availability_zones must list 2 to 4 AZs"),
     "cluster_name": ({"cluster_name": '"-bad"'}, "cluster_name must be 3-32 characters"),
+    "model_server_namespace": ({"model_server_namespaces": '["Team_A"]'},
+                               "model_server_namespaces must be Kubernetes namespace names"),
 }
 
 

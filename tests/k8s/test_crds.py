@@ -194,3 +194,28 @@ def test_chart_renders_with_helm_to_the_generated_crds() -> None:
     report = helm_python.lint(str(CHART), strict=True, kube_version="v1.32.0")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def _nodes_with_rules(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)] if "x-kubernetes-validations" in node else []
+    for name, child in node.get("properties", {}).items():
+        found += _nodes_with_rules(child, f"{path}.{name}")
+    if "items" in node:
+        found += _nodes_with_rules(node["items"], f"{path}[]")
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(BY_KIND))
+def test_cel_rules_stay_within_the_api_servers_cost_budget(kind: str) -> None:
+    """Rules iterating a list or map (all/exists/exists_one/in) only do so over bounded ones (maxItems or
+    maxProperties), so the API server's static cost estimate accepts the CRD."""
+    import re
+    nodes = _nodes_with_rules(_schema(kind))
+    assert nodes, "the spec's cross-field rules should be in the CRD"
+    for path, node in nodes:
+        for entry in node["x-kubernetes-validations"]:
+            assert set(entry) <= {"rule", "message", "fieldPath"} and entry["message"], entry
+            for field in re.findall(r"self\.(\w+)\.(?:all|exists|exists_one)\(", entry["rule"]) + re.findall(
+                    r" in self\.(\w+)", entry["rule"]):
+                prop = node["properties"][field]
+                assert "maxItems" in prop or "maxProperties" in prop, (path, field, entry["rule"])

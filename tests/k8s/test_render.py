@@ -91,6 +91,28 @@ CASES: dict[str, tuple[ModelDeployment, Platform, dict[str, Any]]] = {
                    name="rag", namespace="ml"),
         Platform.default(), {"ray_import_path": "mlplane_rag.app:build"},
     ),
+    # A RAG service on GPUs: the Generator on L4s (one per pod), the Embedder on CPU pods beside the
+    # Ingress and Retriever; the head has neither replicas nor GPUs.
+    "rag-gpu": (
+        deployment({"runtime": "ray", "model": "models:/mlplane-generator@champion",
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 3,
+                                    "target": {"metric": "concurrency", "value": 4}},
+                    "resources": {"requests": {"cpu": "4", "memory": "24Gi"}, "limits": {"memory": "24Gi"},
+                                  "gpus": 1, "gpuType": "NVIDIA-L4"},
+                    "retrieval": {"collection": "docs", "topK": 4},
+                    "batching": {"maxBatchSize": 32, "maxLatencyMs": 5},
+                    "rag": {"embedder": {"resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}}},
+                   name="rag", namespace="ml"),
+        PROD_PLATFORM, {},
+    ),
+    # One replica, one GPU, no spare GPU: the new version waits for a free GPU (surge) instead of an
+    # outage, and the PDB keeps a drain from evicting the only pod.
+    "kserve-1gpu-single-replica": (
+        deployment({"runtime": "kserve", "replicas": 1,
+                    "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "gpus": 1, "gpuType": "NVIDIA-L4"}},
+                   name="scorer", namespace="ml"),
+        PROD_PLATFORM, {"gpu_headroom": 0},
+    ),
 }
 
 
@@ -193,7 +215,7 @@ def test_kserve_cpu_objects() -> None:
     assert labels["team"] == "ml"
     assert labels["app.kubernetes.io/part-of"] == labels["app.kubernetes.io/managed-by"] == "mlplane"
     assert objs["PodDisruptionBudget"]["spec"] == {
-        "maxUnavailable": 1,
+        "maxUnavailable": 1,  # two replicas: one may go, never the last
         "selector": {"matchLabels": {"mlplane.io/deployment": "iris", "app.kubernetes.io/component": "predictor"}}}
     pod_labels = predictor["labels"]
     assert objs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -220,12 +242,13 @@ def test_version_label_is_sanitised() -> None:
 
 
 @pytest.mark.parametrize("case", ["kserve-gpu-autoscaling", "triton-gpu-no-headroom", "kserve-1gpu-no-headroom",
-                                  "triton-8gpu-dcgm"])
+                                  "triton-8gpu-dcgm", "kserve-1gpu-single-replica"])
 def test_gpu_deployments_get_placement_and_limits(case: str) -> None:
     dep, platform, _ = CASES[case]
     predictor = by_kind(rendered(case))["InferenceService"]["spec"]["predictor"]
     pool = platform.spec.gpu_node_pool
-    assert predictor["nodeSelector"] == pool.node_selector
+    product = {"nvidia.com/gpu.product": dep.spec.resources.gpu_type} if dep.spec.resources.gpu_type else {}
+    assert predictor["nodeSelector"] == {**pool.node_selector, **product}
     assert predictor["tolerations"] == [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
     assert predictor["model"]["resources"]["limits"][pool.gpu_resource_name] == str(dep.spec.resources.gpus)
     assert pool.gpu_resource_name not in predictor["model"]["resources"].get("requests", {})
@@ -247,9 +270,10 @@ def test_gpu_resource_name_comes_from_the_platform() -> None:
     (2, 2, 1, 0),
 ])
 def test_rollout_surges_only_into_spare_gpus(gpus: int, headroom: int, surge: Any, unavailable: int) -> None:
+    """Two replicas: without spare GPUs one pod at a time is replaced while the other serves."""
     assert rollout_strategy(gpus, headroom) == {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
-    dep = deployment({"resources": {"gpus": gpus}})
+    dep = deployment({"replicas": 2, "resources": {"gpus": gpus}})
     strategy = render(dep, Platform.default(), ARTIFACT, gpu_headroom=headroom)[0]["spec"]["predictor"]
     assert strategy["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": surge, "maxUnavailable": unavailable}
 
@@ -335,13 +359,20 @@ def test_ray_service() -> None:
     assert serve["applications"][0]["import_path"] == "mlplane_rag.app:build"
     cluster = ray["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
-    (worker,) = cluster["workerGroupSpecs"]
-    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 4)
-    pod = worker["template"]["spec"]
+    workers, generator = cluster["workerGroupSpecs"]
+    assert generator["groupName"] == "generator-gpu"
+    assert (generator["minReplicas"], generator["maxReplicas"]) == (1, 4)  # one Generator replica per GPU pod
+    pod = generator["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-    assert "nodeSelector" not in cluster["headGroupSpec"]["template"]["spec"]
+    assert generator["rayStartParams"] == {"num-cpus": "4", "num-gpus": "1"}
+    # The Embedder no longer holds a GPU: it runs on CPU workers with the Ingress and Retriever.
+    assert workers["groupName"] == "workers" and "nodeSelector" not in workers["template"]["spec"]
+    assert "limits" not in workers["template"]["spec"]["containers"][0]["resources"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"] == {"num-cpus": "0", "num-gpus": "0"}
+    assert "nodeSelector" not in head["template"]["spec"]
 
 
 def test_ray_default_import_path_and_cpu_workers() -> None:
@@ -353,8 +384,9 @@ def test_ray_default_import_path_and_cpu_workers() -> None:
     # The same application as the local runtime's, with spec.model pinned to the resolved artifact.
     assert app["deployments"][3]["user_config"] == {"model_uri": ARTIFACT.storage_uri, "model_version": "7"}
     assert [d["name"] for d in app["deployments"]] == ["Ingress", "Embedder", "Retriever", "Generator"]
-    worker = obj["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    assert worker["groupName"] == "workers" and "tolerations" not in worker["template"]["spec"]
+    groups = obj["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["workers", "generator"]
+    assert all("tolerations" not in g["template"]["spec"] for g in groups)
 
 
 def test_render_is_pure() -> None:
@@ -375,16 +407,22 @@ def test_gpu_headroom_comes_from_the_platform_unless_the_caller_overrides_it():
         return render(dep, platform, ARTIFACT, **kwargs)[0]["spec"]["predictor"]["deploymentStrategy"]
 
     assert strategy(roomy)["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    assert strategy(Platform.default())["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    # A single replica without headroom waits for a free GPU rather than going down.
+    assert strategy(Platform.default())["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    dep = deployment({"replicas": 2, "resources": {"gpus": 1}})
     assert strategy(roomy, gpu_headroom=0)["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
-@pytest.mark.parametrize(("case", "gpus"), [("kserve-1gpu-no-headroom", "1"), ("triton-8gpu-dcgm", "8")])
-def test_gpu_pods_never_surge_past_the_spare_gpus(case: str, gpus: str) -> None:
+@pytest.mark.parametrize(("case", "gpus", "rolling"), [
+    # Two replicas: replace one at a time, the other serves.
+    ("kserve-1gpu-no-headroom", "1", {"maxSurge": 0, "maxUnavailable": 1}),
+    # minReplicas 1 and 4 spare GPUs < 8: the new pod waits for a free node rather than an outage.
+    ("triton-8gpu-dcgm", "8", {"maxSurge": 1, "maxUnavailable": 0}),
+])
+def test_gpu_pods_surge_only_when_it_costs_no_outage(case: str, gpus: str, rolling: dict[str, int]) -> None:
     predictor = by_kind(rendered(case))["InferenceService"]["spec"]["predictor"]
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == gpus
-    assert predictor["deploymentStrategy"] == {"type": "RollingUpdate",
-                                               "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert predictor["deploymentStrategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
 
 
 def test_eight_gpu_replicas_scale_on_dcgm_after_a_cold_start() -> None:
@@ -455,3 +493,68 @@ def test_render_defaults_the_cold_start_to_what_the_local_runtime_measured(tmp_p
         assert window(900) == 900  # the spec's own value wins
     finally:
         mlplane(state_dir, "down", check=False)
+
+
+def test_rag_gpu_actors_and_worker_groups_fit_the_serve_maximum() -> None:
+    """Per-role actor options; every group can host its actors at their most replicas, GPU groups only the
+    actors that need GPUs, and the GPU product reaches the Generator's pods."""
+    ray = by_kind(rendered("rag-gpu"))["RayService"]
+    (app,) = yaml.safe_load(ray["spec"]["serveConfigV2"])["applications"]
+    options = {d["name"]: d["ray_actor_options"] for d in app["deployments"]}
+    assert options["Embedder"] == {"num_cpus": 2.0}
+    assert options["Generator"] == {"num_cpus": 4.0, "num_gpus": 1}
+    assert options["Ingress"] == options["Retriever"] == {"num_cpus": 0.1}
+    groups = {g["groupName"]: g for g in ray["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert sorted(groups) == ["generator-gpu", "workers"]
+    gpu = groups["generator-gpu"]
+    assert gpu["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4",
+                                                       "nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (1, 3)
+    cpu = groups["workers"]
+    assert cpu["rayStartParams"] == {"num-cpus": "2", "num-gpus": "0"}
+    # Fewest: 2 + 0.1 + 0.1 CPUs in 2-CPU pods; most: 3 Embedder pods, and a pod each for the Ingress and
+    # the Retriever (counted per kind, so it holds however Ray packs them).
+    assert (cpu["minReplicas"], cpu["maxReplicas"]) == (2, 5)
+    assert cpu["template"]["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}}
+    capacity = {name: int(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"] for name, g in groups.items()}
+    most = {d["name"]: d.get("autoscaling_config", {}).get("max_replicas") or d["num_replicas"]
+            for d in app["deployments"]}
+    assert capacity["generator-gpu"] >= most["Generator"] * options["Generator"]["num_cpus"]
+    assert capacity["workers"] >= sum(most[n] * options[n]["num_cpus"] for n in ("Embedder", "Ingress", "Retriever"))
+
+
+def test_embedder_on_gpus_gets_its_own_group() -> None:
+    dep = deployment({"runtime": "ray", "rag": {"embedder": {"resources": {"gpus": 1}}}})
+    ray = render(dep, Platform.default(), ARTIFACT)[0]
+    groups = {g["groupName"]: g for g in ray["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert sorted(groups) == ["embedder-gpu", "generator", "workers"]
+    assert groups["embedder-gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "nvidia.com/gpu": "1"}
+    assert "limits" not in groups["generator"]["template"]["spec"]["containers"][0]["resources"]
+
+
+def test_single_gpu_replica_waits_for_a_gpu_and_keeps_its_last_pod() -> None:
+    objs = by_kind(rendered("kserve-1gpu-single-replica"))
+    predictor = objs["InferenceService"]["spec"]["predictor"]
+    assert predictor["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in objs["PodDisruptionBudget"]["spec"]
+
+
+def test_allow_outage_trades_availability_for_no_spare_gpu() -> None:
+    dep = deployment({"replicas": 1, "resources": {"gpus": 1}, "rollout": {"allowOutage": True}})
+    objs = by_kind(render(dep, Platform.default(), ARTIFACT, gpu_headroom=0))
+    assert objs["InferenceService"]["spec"]["predictor"]["deploymentStrategy"]["rollingUpdate"] == {
+        "maxSurge": 0, "maxUnavailable": 1}
+    assert objs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(("spec", "budget"), [
+    ({"replicas": 1}, {"minAvailable": 1}),
+    ({"replicas": 3}, {"maxUnavailable": 1}),
+    ({"autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, {"minAvailable": 1}),
+    ({"autoscaling": {"minReplicas": 0, "maxReplicas": 4}}, {"maxUnavailable": 1}),
+])
+def test_pdb_never_evicts_the_last_ready_replica(spec: dict[str, Any], budget: dict[str, Any]) -> None:
+    pdb = by_kind(render(deployment(spec), Platform.default(), ARTIFACT))["PodDisruptionBudget"]["spec"]
+    assert {k: v for k, v in pdb.items() if k != "selector"} == budget

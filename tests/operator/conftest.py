@@ -1,4 +1,4 @@
-"""Fixtures: one MLflow server, one kmock API server and one running operator per test module."""
+"""Fixtures: one MLflow server, and one kmock API server and one running operator per test module."""
 
 from __future__ import annotations
 
@@ -12,17 +12,28 @@ import pytest
 import pytest_asyncio
 import yaml
 from operator_apiserver import ApiServer
-from operator_harness import HOST, VERBS, Harness, Mlflow, Operator, Relay
+from operator_harness import (
+    DEFAULT_PLATFORM,
+    DEFAULT_PLATFORM_SPEC,
+    HOST,
+    VERBS,
+    Harness,
+    Mlflow,
+    Operator,
+    Relay,
+    wait_for,
+)
 
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import mlflow_process
 from mlplane.runtime.local.process import free_port, spawn, stop_tree
 from mlplane_operator import OperatorConfig
-from mlplane_operator.kube import CHILD_KINDS
+from mlplane_operator.kube import CHILD_KINDS, PLATFORM_CHILD_KINDS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """One MLflow for every operator test module (each trains its models under its own names)."""
     from mlplane_pipelines.iris import train_and_register
 
     paths = StatePaths(tmp_path_factory.mktemp("mlflow"))
@@ -53,10 +64,12 @@ async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory) -> A
     async with api, kmock.Server(api) as server:
         api.resources.load_bundled()  # the built-in kinds (kopf waits for namespaces and CRDs to exist)
         for kind in (("mlplane.io", "v1alpha1", "modeldeployments", "ModelDeployment"),
-                     *((k.group, k.version, k.plural, k.kind) for k in CHILD_KINDS)):
+                     ("mlplane.io", "v1alpha1", "platforms", "Platform"),
+                     *((k.group, k.version, k.plural, k.kind) for k in (*CHILD_KINDS, *PLATFORM_CHILD_KINDS))):
             group, version, plural, name = kind
-            api.resources[f"{group}/{version}/{plural}"] = kmock.ResourceInfo(
-                kind=name, namespaced=True, verbs=VERBS, subresources={"status"})
+            if group:  # core kinds (ConfigMap) are bundled
+                api.resources[f"{group}/{version}/{plural}"] = kmock.ResourceInfo(
+                    kind=name, namespaced=True, verbs=VERBS, subresources={"status"})
         kubeconfig = tmp_path_factory.mktemp("kube") / "config"
         kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
@@ -68,11 +81,18 @@ async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory) -> A
         os.environ.update(KUBECONFIG=str(kubeconfig), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
                           MLFLOW_HTTP_REQUEST_TIMEOUT="5")
         relay = Relay(mlflow.port)
-        config = OperatorConfig(tracking_uri=await relay.start(), resync_seconds=1.0, retry_seconds=1.0)
+        config = OperatorConfig(tracking_uri=await relay.start(), resync_seconds=1.0, retry_seconds=1.0,
+                                probe_timeout_seconds=2.0, namespace="mlplane")
         operator = Operator(config, str(server.url).rstrip("/"))
         await operator.start()
+        harness = Harness(api, operator, relay, mlflow)
         try:
-            yield Harness(api, operator, relay, mlflow)
+            # What the chart installs from its `platform:` value: the Platform named 'default' (here with a
+            # feature store, so features deployments render).
+            await harness.create_platform(DEFAULT_PLATFORM, DEFAULT_PLATFORM_SPEC)
+            await wait_for(lambda: harness.platform_status(DEFAULT_PLATFORM).get("observedGeneration") == 1,
+                           "the default Platform to be reconciled")
+            yield harness
         finally:
             await operator.stop()
             await relay.close()

@@ -19,9 +19,15 @@ import kopf
 from operator_apiserver import ApiServer
 
 from mlplane_operator import OperatorConfig, register
-from mlplane_operator.kube import CHILD_KINDS, GROUP, PLURAL, VERSION
+from mlplane_operator.kube import CHILD_KINDS, GROUP, PLATFORM_CHILD_KINDS, PLATFORM_LABEL, PLATFORMS, PLURAL, VERSION
 
 MD = f"{GROUP}/{VERSION}/{PLURAL}"
+PLATFORM = f"{GROUP}/{VERSION}/{PLATFORMS}"
+DEFAULT_PLATFORM = "default"
+FEATURE_STORE = {"enabled": True, "project": "iris", "registry": "s3://mlplane/feast/registry.db",
+                 "onlineStore": {"type": "redis", "options": {"ssl": False},
+                                 "secrets": {"connection_string": {"name": "feast-redis", "key": "url"}}}}
+DEFAULT_PLATFORM_SPEC = {"featureStore": FEATURE_STORE}
 ISVC = "serving.kserve.io/v1beta1/inferenceservices"
 VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 HOST = "127.0.0.1"
@@ -150,6 +156,30 @@ class Harness:
             assert resp.status < 300, await resp.text()
         self.created.append(name)
 
+    async def create_platform(self, name: str, spec: dict[str, Any], namespace: str | None = None) -> None:
+        ns = namespace or self.namespace
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Platform",
+                "metadata": {"name": name, "namespace": ns}, "spec": spec}
+        url = self.url(PLATFORM).replace(f"/namespaces/{self.namespace}/", f"/namespaces/{ns}/")
+        async with self.api.post(url, json=body) as resp:
+            assert resp.status < 300, await resp.text()
+
+    def platform_status(self, name: str) -> dict[str, Any]:
+        return (self.get(PLATFORM, name) or {}).get("status") or {}
+
+    def platform_condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.platform_status(name).get("conditions", []) if c["type"] == type_), {})
+
+    def platform_children(self, name: str) -> dict[str, dict[str, Any]]:
+        """Live children of Platform `name` by kind (under the Platform's label)."""
+        out = {}
+        for kind in PLATFORM_CHILD_KINDS:
+            for (res, ns, _), obj in self.api.objects.items():
+                if (res.group, res.plural) == (kind.group, kind.plural) and ns == self.namespace and not obj.deleted \
+                        and (obj.raw["metadata"].get("labels") or {}).get(PLATFORM_LABEL) == name:
+                    out[kind.kind] = obj.raw
+        return out
+
     async def patch(self, resource: str, name: str, changes: dict[str, Any], subresource: str | None = None) -> None:
         async with self.api.patch(self.url(resource, name, subresource), json=changes,
                                   headers={"Content-Type": "application/merge-patch+json"}) as resp:
@@ -183,7 +213,8 @@ class Harness:
         for kind in CHILD_KINDS:
             for (res, ns, _), obj in self.api.objects.items():
                 if (res.group, res.plural) == (kind.group, kind.plural) and ns == self.namespace \
-                        and not obj.deleted and obj.raw["metadata"]["labels"].get("mlplane.io/deployment") == name:
+                        and not obj.deleted \
+                        and (obj.raw["metadata"].get("labels") or {}).get("mlplane.io/deployment") == name:
                     out[kind.kind] = obj.raw
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,12 +12,15 @@ import pytest
 import pytest_asyncio
 import yaml
 from mlflow.tracking import MlflowClient
-from operator_harness import ISVC, MD, Harness, wait_for
+from operator_harness import FEATURE_STORE, ISVC, MD, PLATFORM, Harness, wait_for
 
 from mlplane import registry
+from mlplane.k8s.resolve import resolve_served
 from mlplane.spec import parse_model_ref
+from mlplane_operator import plan, platform_plan
 from mlplane_operator.handlers import FINALIZER
 from mlplane_operator.kube import ADMISSION_ONLY, FIELD_MANAGER, PERMISSIONS
+from mlplane_operator.mlflow_registry import ModelRegistry
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,6 +41,17 @@ async def version_tags(tracking_uri: str, model: str) -> dict[str, dict[str, str
 
 async def location(tracking_uri: str, ref: str) -> tuple[str, str]:
     return await asyncio.to_thread(registry.artifact_location, tracking_uri, parse_model_ref(ref))
+
+
+async def served_uri(harness: Harness, name: str, spec: dict) -> str:
+    """The storageUri `mlplane render` computes for `spec` on the default Platform (one resolution for both)."""
+    deployment = plan.parse({"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment",
+                             "metadata": {"name": name, "namespace": harness.namespace}, "spec": spec})
+    uri = harness.operator.config.tracking_uri
+    platform = platform_plan.in_cluster(platform_plan.parse(harness.get(PLATFORM, "default")), uri)
+    assert uri is not None
+    resolution = await asyncio.to_thread(resolve_served, deployment, platform, ModelRegistry(uri), write=False)
+    return resolution.artifact.storage_uri
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)
@@ -64,7 +79,8 @@ async def test_create_applies_owned_children_and_reports_status(harness: Harness
             "apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment", "name": "iris-a",
             "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
         assert child["metadata"]["managedFields"] == [{"manager": FIELD_MANAGER, "operation": "Apply"}]
-    version, storage = await location(harness.mlflow.url, "models:/iris@champion")
+    version, _ = await location(harness.mlflow.url, "models:/iris@champion")
+    storage = await served_uri(harness, "iris-a", {"model": "models:/iris@champion", "autoscaling": AUTOSCALING})
     isvc = children["InferenceService"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == storage
     assert children["ScaledObject"]["spec"]["maxReplicaCount"] == 3
@@ -107,10 +123,12 @@ async def test_update_patches_children_and_prunes_what_is_no_longer_rendered(har
 
 
 async def test_invalid_spec_is_reported_with_its_field_path_and_not_retried(harness: Harness) -> None:
-    await harness.create("bad", {"model": "models:/iris@champion", "replicas": -1})
+    # The CRD (and so the API server) accepts it; only the operator knows triton needs a registered model.
+    await harness.create("bad", {"model": "s3://bucket/iris/model", "runtime": "triton"})
     ready = await wait_for(lambda: harness.condition("bad", "Ready").get("reason") == "InvalidSpec"
                            and harness.condition("bad", "Ready"), "Ready=False InvalidSpec")
-    assert ready["status"] == "False" and "spec.replicas: got -1; must be a whole number >= 0" in ready["message"]
+    assert ready["status"] == "False" and "spec.model: runtime triton in the cluster serves registered models" in (
+        ready["message"])
     assert harness.status("bad")["observedGeneration"] == 1 and not harness.children("bad")
 
     def status_writes() -> int:
@@ -121,18 +139,38 @@ async def test_invalid_spec_is_reported_with_its_field_path_and_not_retried(harn
     await asyncio.sleep(3 * harness.operator.config.resync_seconds)  # several resync periods pass
     assert status_writes() == writes == 1, "an invalid spec is reported once, not retried"
 
-    await harness.patch(MD, "bad", {"spec": {"replicas": 1}})  # fixed: served from the next update
+    await harness.patch(MD, "bad", {"spec": {"runtime": "kserve"}})  # fixed: served from the next update
     await wait_for(lambda: "InferenceService" in harness.children("bad"), "the fixed spec to be served")
     await wait_for(lambda: harness.condition("bad", "Degraded").get("status") == "False", "Degraded=False")
 
 
 async def test_a_spec_this_cluster_cannot_render_is_invalid_not_retried(harness: Harness) -> None:
-    # Valid for the spec models, but the operator's platform has no feature store to join features from.
-    await harness.create("feat", {"model": "models:/iris@champion",
+    # Valid for the spec models, but the Platform it names (found in the operator's namespace) has no
+    # feature store to join features from.
+    await harness.create_platform("bare", {}, namespace=harness.operator.config.namespace)
+    await harness.create("feat", {"model": "models:/iris@champion", "platform": "bare",
                                   "features": {"entityKey": "flower_id", "features": ["iris:sepal_length"]}})
     ready = await wait_for(lambda: harness.condition("feat", "Ready").get("reason") == "InvalidSpec"
                            and harness.condition("feat", "Ready"), "Ready=False InvalidSpec")
     assert "feature store" in ready["message"] and not harness.children("feat")
+
+
+async def test_features_deployment_mounts_the_platforms_feature_store_config(harness: Harness) -> None:
+    await harness.create("feat-ok", {"model": "models:/iris@champion",
+                                     "features": {"entityKey": "flower_id", "features": ["iris:sepal_length"]}})
+    children = await wait_for(lambda: {"ConfigMap", "InferenceService"} <= set(harness.children("feat-ok"))
+                              and harness.children("feat-ok"), "the feature store ConfigMap (a core-group child)")
+    config = yaml.safe_load(children["ConfigMap"]["data"]["feature_store.yaml"])
+    assert config["project"] == "iris" and config["registry"]["path"] == "s3://mlplane/feast/registry.db"
+    assert config["online_store"] == {"type": "redis", "ssl": False,
+                                      "connection_string": "${MLPLANE_FEAST_ONLINE_CONNECTION_STRING}"}
+    model = children["InferenceService"]["spec"]["predictor"]["model"]
+    env = {e["name"]: e for e in model["env"]}
+    assert env["MLPLANE_FEAST_ONLINE_CONNECTION_STRING"]["valueFrom"] == {
+        "secretKeyRef": {"name": "feast-redis", "key": "url"}}
+    assert children["ConfigMap"]["metadata"]["ownerReferences"][0]["name"] == "feat-ok"
+    await harness.patch(MD, "feat-ok", {"spec": {"features": None}})
+    await wait_for(lambda: "ConfigMap" not in harness.children("feat-ok"), "the ConfigMap to be pruned")
 
 
 async def test_unreachable_mlflow_keeps_the_children_and_says_why(harness: Harness) -> None:
@@ -144,7 +182,8 @@ async def test_unreachable_mlflow_keeps_the_children_and_says_why(harness: Harne
         degraded = await wait_for(lambda: harness.condition("iris-c", "Degraded").get("reason") == (
             "RegistryUnavailable") and harness.condition("iris-c", "Degraded"), "Degraded=True RegistryUnavailable")
         assert degraded["status"] == "True"
-        assert "did not answer" in degraded["message"] and "children keep serving version 1" in degraded["message"]
+        assert "did not answer" in degraded["message"] and "children keep serving version 1" in degraded["message"], (
+            harness.status("iris-c"))
         assert harness.condition("iris-c", "ModelResolved")["status"] == "Unknown"
         assert harness.children("iris-c") == before  # untouched, not even re-applied
     finally:
@@ -167,7 +206,7 @@ async def test_alias_move_rolls_out_the_new_version_as_a_canary_and_moves_the_ml
 
     await asyncio.to_thread(train_and_register, url, name="iris-promo", C=0.5, alias="champion", experiment="promo")
     await wait_for(lambda: harness.status("promo").get("servedVersion") == "2", "the moved alias to be followed")
-    _, storage = await location(url, "models:/iris-promo/2")
+    storage = await served_uri(harness, "promo", {"model": "models:/iris-promo/2"})
     isvc = harness.get(ISVC, "promo")
     assert isvc is not None and isvc["spec"]["predictor"]["model"]["storageUri"] == storage
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 20  # KServe splits 20/80 with version 1
@@ -210,26 +249,20 @@ async def test_triton_repository_is_stored_next_to_the_model_version(harness: Ha
     await harness.create("tri", {"model": "models:/iris@champion", "runtime": "triton"})
     await wait_for(lambda: harness.status("tri").get("servedVersion") == "1", "tri served")
     storage = harness.get(ISVC, "tri")["spec"]["predictor"]["model"]["storageUri"]  # type: ignore[index]
-    client = MlflowClient(tracking_uri=harness.mlflow.url, registry_uri=harness.mlflow.url)
-    mv = await asyncio.to_thread(client.get_model_version, "iris", "1")
-    run = await asyncio.to_thread(client.get_run, mv.run_id)
-    prefix = f"{run.info.artifact_uri}/triton-repository/1/"
-    assert storage.startswith(prefix) and harness.status("tri")["modelUri"] == storage
-    path = storage.removeprefix(f"{run.info.artifact_uri}/")
-    local = Path(await asyncio.to_thread(client.download_artifacts, mv.run_id, path))
-    files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
-    assert files == ["tri/1/model.json", "tri/1/model.py", "tri/config.pbtxt"]
-    config = (local / "tri/config.pbtxt").read_text()
-    assert 'name: "tri"' in config and 'backend: "python"' in config and "TYPE_FP64" in config
-    _, model_location = await location(harness.mlflow.url, "models:/iris/1")
-    assert yaml.safe_load((local / "tri/1/model.json").read_text())["model_uri"] == model_location
+    assert storage == await served_uri(harness, "tri", {"model": "models:/iris@champion", "runtime": "triton"})
+    assert "/triton-repository/1/" in storage and harness.status("tri")["modelUri"] == storage
 
-    stored = sorted(harness.mlflow.artifacts.rglob("triton-repository/1/*/tri/config.pbtxt"))
-    assert len(stored) == 1
-    written = stored[0].stat().st_mtime_ns
+    def stored() -> list[Path]:
+        return sorted(p for p in harness.mlflow.artifacts.rglob("triton-repository/1/*/*") if p.is_file())
+
+    files = stored()
+    assert [p.name for p in files] == [storage.rsplit("/", 1)[1]]  # the archive storageUri names
+    with tarfile.open(files[0]) as archive:
+        config = archive.extractfile("tri/config.pbtxt").read().decode()  # type: ignore[union-attr]
+    assert 'name: "tri"' in config and 'backend: "python"' in config and "TYPE_FP64" in config
+    written = files[0].stat().st_mtime_ns
     await asyncio.sleep(3 * harness.operator.config.resync_seconds)  # resyncs find it and leave it alone
-    assert stored[0].stat().st_mtime_ns == written
-    assert len(list(harness.mlflow.artifacts.rglob("triton-repository/1/*/tri/config.pbtxt"))) == 1
+    assert stored() == files and files[0].stat().st_mtime_ns == written
 
 
 async def test_rbac_grants_exactly_what_the_operator_uses(harness: Harness) -> None:
@@ -238,10 +271,23 @@ async def test_rbac_grants_exactly_what_the_operator_uses(harness: Harness) -> N
     await wait_for(lambda: set(harness.children("rbac")) == KSERVE_CHILDREN, "the kserve children")
     await harness.patch(MD, "rbac", {"spec": {"runtime": "ray", "autoscaling": None}})
     await wait_for(lambda: set(harness.children("rbac")) == {"RayService"}, "only a RayService")
-    await harness.create("rbac-bad", {"model": "models:/iris@champion", "replicas": -1})
+    await harness.create("rbac-bad", {"model": "s3://bucket/iris/model", "runtime": "triton"})
     await wait_for(lambda: harness.condition("rbac-bad", "Ready").get("reason") == "InvalidSpec", "InvalidSpec")
     await harness.delete("rbac")
     await wait_for(lambda: harness.get(MD, "rbac") is None and not harness.children("rbac"), "rbac deleted")
+    # Core-group children (a ConfigMap) and a Platform's children, applied and pruned.
+    await harness.create("rbac-feat", {"model": "models:/iris@champion",
+                                       "features": {"entityKey": "flower_id", "features": ["iris:sepal_length"]}})
+    await wait_for(lambda: "ConfigMap" in harness.children("rbac-feat"), "the ConfigMap")
+    await harness.patch(MD, "rbac-feat", {"spec": {"features": None}})
+    await wait_for(lambda: "ConfigMap" not in harness.children("rbac-feat"), "the ConfigMap pruned")
+    await harness.create_platform("rbac-p", {"featureStore": FEATURE_STORE, "vectorStore": {
+        "enabled": True, "backend": "milvus", "uri": "http://127.0.0.1:9", "collections": [
+            {"name": "docs", "source": "/corpus", "schedule": "@daily"}]}})
+    await wait_for(lambda: set(harness.platform_children("rbac-p")) == {"FeatureStore", "CronJob"},
+                   "the Platform's children")
+    await harness.patch(PLATFORM, "rbac-p", {"spec": {"featureStore": None, "vectorStore": None}})
+    await wait_for(lambda: not harness.platform_children("rbac-p"), "the Platform's children pruned")
 
     declared = {(group, resource, verb) for (group, resource), verbs in PERMISSIONS.items() for verb in verbs}
     await wait_for(lambda: declared - ADMISSION_ONLY <= harness.api.calls, "every declared call to be seen")

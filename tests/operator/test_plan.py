@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 
 from mlplane.k8s.render import ResolvedArtifact
 from mlplane.runtime.triton_repo import TritonRepoError
 from mlplane.serving.signature import TensorMeta
 from mlplane.spec import Platform, SpecError
-from mlplane_operator import plan
+from mlplane_operator import plan, platform_plan
 from mlplane_operator.config import ConfigError, OperatorConfig
 from mlplane_operator.plan import Condition
 from mlplane_operator.triton import repository
@@ -81,16 +82,44 @@ def test_triton_repository_is_content_addressed_under_the_version() -> None:
 
 def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
     config = OperatorConfig.from_env({"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLPLANE_RESYNC_SECONDS": "15",
-                                      "MLPLANE_GPU_NODE_SELECTOR": '{"pool": "gpu"}', "MLPLANE_GPU_TOLERATIONS": "[]"})
-    assert (config.tracking_uri, config.resync_seconds, config.gpu_headroom) == ("http://mlflow:5000", 15.0, 0)
-    assert config.platform.spec.gpu_node_pool.node_selector == {"pool": "gpu"}
-    assert config.platform.spec.gpu_node_pool.tolerations == []
+                                      "POD_NAMESPACE": "ops"})
+    assert (config.tracking_uri, config.resync_seconds, config.namespace) == ("http://mlflow:5000", 15.0, "ops")
     with pytest.raises(ConfigError, match="MLPLANE_RESYNC_SECONDS: got 'soon'"):
         OperatorConfig.from_env({"MLPLANE_RESYNC_SECONDS": "soon"})
-    with pytest.raises(ConfigError, match=r"MLPLANE_GPU_TOLERATIONS: not JSON"):
-        OperatorConfig.from_env({"MLPLANE_GPU_TOLERATIONS": "[{"})
-    with pytest.raises(ConfigError, match=r"spec.gpuNodePool.tolerations\[0\].effect"):
-        OperatorConfig.from_env({"MLPLANE_GPU_TOLERATIONS": '[{"key": "gpu", "effect": "Sometimes"}]'})
+    # The platform is a Platform object, never settings: the GPU variables are gone.
+    assert not hasattr(config, "platform") and not hasattr(config, "gpu_headroom")
+
+
+def test_bad_platform_names_the_field_and_good_one_renders_a_feature_store_and_cron_jobs() -> None:
+    body = {"apiVersion": "mlplane.io/v1alpha1", "kind": "Platform",
+            "metadata": {"name": "default", "namespace": "ml", "uid": "p-1", "generation": 2},
+            "spec": {"gpuNodePool": {"tolerations": [{"key": "gpu", "effect": "Sometimes"}]}}}
+    with pytest.raises(SpecError, match=r"spec.gpuNodePool.tolerations\[0\].effect"):
+        platform_plan.parse(body)
+    body["spec"] = {"featureStore": {"enabled": True, "registry": "s3://b/registry.db",
+                                     "onlineStore": {"type": "redis"}},
+                    "vectorStore": {"enabled": True, "backend": "milvus", "uri": "http://milvus:19530",
+                                    "collections": [{"name": "docs", "source": "/d", "schedule": "@daily"},
+                                                    {"name": "once", "source": "/o"}]}}
+    platform = platform_plan.parse(body)
+    objects = platform_plan.children(platform, body, plan.owner_reference(body), "http://mlflow.mlplane:5000")
+    assert [o["kind"] for o in objects] == ["Secret", "FeatureStore", "CronJob"]  # the store's settings first
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == "ml" and obj["metadata"]["labels"]["mlplane.io/platform"] == "default"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "p-1"
+    args = objects[2]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--tracking-uri") + 1] == "http://mlflow.mlplane:5000"  # the operator's MLflow
+    assert kubernetes_validate.validate(objects[2], "1.32", strict=True) == "1.32"
+
+
+def test_a_platform_is_usable_once_reconciled_and_valid() -> None:
+    meta = {"name": "default", "generation": 2}
+    assert platform_plan.usable({"metadata": meta, "status": {"observedGeneration": 2}}) == (True, "")
+    ok, why = platform_plan.usable({"metadata": meta, "status": {"observedGeneration": 1}})
+    assert not ok and "not been reconciled" in why
+    ok, why = platform_plan.usable({"metadata": meta, "status": {"observedGeneration": 2, "conditions": [
+        {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": "spec.x: bad"}]}})
+    assert not ok and "spec.x: bad" in why
 
 
 def test_children_are_owned_and_a_canary_is_a_valid_kserve_object() -> None:
@@ -98,7 +127,7 @@ def test_children_are_owned_and_a_canary_is_a_valid_kserve_object() -> None:
                                               "rollout": {"canaryTrafficPercent": 10}}})
     owner = plan.owner_reference(BODY)
     objects = plan.children(deployment, Platform.default(), ResolvedArtifact("2", "s3://b/2/model"), owner,
-                            gpu_headroom=0, prometheus_url="http://prometheus:9090")
+                            prometheus_url="http://prometheus:9090")
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objects)
     isvc = plan.main_child(objects)
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10

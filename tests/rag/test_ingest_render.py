@@ -129,3 +129,16 @@ def test_index_settings_become_milvus_params():
     ivf = VectorIndexSpec(type="IVF_FLAT", nlist=64, nprobe=100)
     assert ivf.build_params() == {"nlist": 64} and ivf.search_params(5) == {"nprobe": 64}
     assert VectorIndexSpec(type="FLAT").search_params(5) == {}
+
+
+def test_the_milvus_token_reaches_the_job_only_from_its_secret():
+    platform = _platform()
+    platform.spec.vector_store.token_secret = {"name": "milvus-auth", "key": "token"}
+    platform = Platform.model_validate(platform.model_dump(by_alias=True))
+    (job,) = render_ingest(platform, "mlplane_docs")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    token = [e for e in container["env"] if e["name"] == "MLPLANE_VECTOR_STORE_TOKEN"]
+    assert token == [{"name": "MLPLANE_VECTOR_STORE_TOKEN",
+                      "valueFrom": {"secretKeyRef": {"name": "milvus-auth", "key": "token"}}}]
+    assert "milvus-auth" not in " ".join(container["args"])
+

@@ -45,10 +45,37 @@ def test_without_batching_or_autoscaling_the_embedder_takes_one_text_per_batch()
     assert app["args"]["embedder"]["max_batch_size"] == 1 and by_name["Embedder"]["num_replicas"] == 2
 
 
-def test_metrics_ray_cannot_scale_on_are_refused_by_name():
-    dep = deployment(autoscaling={"maxReplicas": 2, "target": {"metric": "rps", "value": 5}})
-    with pytest.raises(ValueError, match="spec.autoscaling.target.metric: 'rps' .* use 'concurrency'"):
+@pytest.mark.parametrize("metric", ["rps", "gpu-utilization", "queue-depth"])
+def test_metrics_ray_cannot_scale_on_are_refused_by_name(metric):
+    with pytest.raises(SpecError, match=rf"spec: autoscaling.target.metric: '{metric}' .* use 'concurrency'"):
+        load_text("kind: ModelDeployment\napiVersion: mlplane.io/v1alpha1\nmetadata: {name: r}\n"
+                  "spec: {model: 'models:/g@c', runtime: ray, autoscaling: {maxReplicas: 2, "
+                  f"target: {{metric: {metric}, value: 5}}}}}}")
+    # A deployment naming no runtime passes the loader; the Serve config (runtime ray) refuses it the same way.
+    dep = ModelDeployment.model_validate({"metadata": {"name": "docs"}, "spec": {
+        "model": "models:/gen@champion", "autoscaling": {"maxReplicas": 2, "target": {"metric": metric, "value": 5}}}})
+    with pytest.raises(ValueError, match=f"autoscaling.target.metric: '{metric}'"):
         serve_app_config(dep, Platform.default())
+
+
+def test_actor_options_come_from_each_roles_resources():
+    """The Generator gets spec.resources (GPUs included), the Embedder its own: no GPU it doesn't use."""
+    dep = deployment(resources={"requests": {"cpu": "4"}, "gpus": 1},
+                     rag={"embedder": {"resources": {"requests": {"cpu": "1500m"}}}},
+                     autoscaling={"maxReplicas": 2}, coldStartSeconds=400)
+    by_name = {d["name"]: d for d in serve_app_config(dep, Platform.default())["deployments"]}
+    assert by_name["Generator"]["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 1}
+    assert by_name["Embedder"]["ray_actor_options"] == {"num_cpus": 1.5}
+    assert by_name["Ingress"]["ray_actor_options"] == by_name["Retriever"]["ray_actor_options"] == {"num_cpus": 0.1}
+    # Scale down waits at least a cold start, as KEDA does in the cluster.
+    assert by_name["Generator"]["autoscaling_config"]["downscale_delay_s"] == 400.0
+
+
+def test_a_remote_generator_holds_no_gpu():
+    with pytest.raises(SpecError, match="resources.gpus"):
+        load_text("kind: ModelDeployment\napiVersion: mlplane.io/v1alpha1\nmetadata: {name: r}\n"
+                  "spec: {model: 'models:/g@c', runtime: ray, resources: {gpus: 1}, "
+                  "rag: {generator: {type: openai, url: 'http://llm:8080'}}}")
 
 
 def test_rag_spec_errors_name_the_field():

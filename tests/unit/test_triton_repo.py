@@ -152,3 +152,17 @@ def test_read_only_outputs_are_copied_before_dlpack_export():
     np.from_dlpack(exported)
     owned = np.zeros(3)
     assert _exportable(owned) is owned
+
+
+def test_cluster_repository_loads_the_model_from_its_own_directory():
+    from mlplane.runtime.triton_repo import cluster_repository
+    from mlplane.serving.triton_backend import model_location
+
+    repo = cluster_repository("iris", "3", IRIS_IN, IRIS_OUT, spec())
+    assert repo.model_dir == "iris/3/model" and repo.artifact_path.startswith("triton-repository/3/")
+    assert json.loads(repo.files["iris/3/model.json"]) == {"model_uri": "model", "version": "3"}
+    # The cluster's relative path resolves under the version directory; the local runtime's URIs stay as they are.
+    assert model_location("/mnt/models/iris/3", "model") == "/mnt/models/iris/3/model"
+    for uri in ("models:/iris/3", "s3://bucket/model", "/abs/model", "mlflow-artifacts:/1/x/artifacts"):
+        assert model_location("/mnt/models/iris/3", uri) == uri
+    assert cluster_repository("iris", "3", IRIS_IN, IRIS_OUT, spec(instances=2)).artifact_path != repo.artifact_path

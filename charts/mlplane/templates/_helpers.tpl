@@ -64,6 +64,48 @@ app.kubernetes.io/part-of: mlplane
 {{- printf "http://%s.%s.svc:%v" (include "mlplane.componentName" (dict "root" . "suffix" "mlflow")) .Release.Namespace .Values.mlflow.port }}
 {{- end }}
 
+{{/* Host headers MLflow answers: its Service's DNS names (with and without the port), localhost
+(kubectl port-forward), private IPs (MLflow's defaults, which an explicit list replaces) and the
+values' extra hosts. Comma-joined for --allowed-hosts. */}}
+{{- define "mlplane.mlflowAllowedHosts" -}}
+{{- $svc := include "mlplane.componentName" (dict "root" . "suffix" "mlflow") }}
+{{- $ns := .Release.Namespace }}
+{{- $port := .Values.mlflow.port }}
+{{- $hosts := list }}
+{{- range $name := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) }}
+{{- $hosts = append $hosts $name }}
+{{- $hosts = append $hosts (printf "%s:%v" $name $port) }}
+{{- end }}
+{{- $hosts = concat $hosts (list "localhost" "127.0.0.1" "[::1]" "0.0.0.0" "localhost:*" "127.0.0.1:*" "[[]::1]:*" "0.0.0.0:*" "192.168.*" "10.*") }}
+{{- range $i := until 16 }}
+{{- $hosts = append $hosts (printf "172.%d.*" (add $i 16)) }}
+{{- end }}
+{{- $hosts = concat $hosts (list "fc00:*" "fd00:*") .Values.mlflow.allowedHosts }}
+{{- join "," $hosts }}
+{{- end }}
+
+{{/* Origins allowed to change state through MLflow's API from a browser (the UI behind an ingress). */}}
+{{- define "mlplane.mlflowCorsOrigins" -}}
+{{- $origins := list }}
+{{- range $h := .Values.mlflow.allowedHosts }}
+{{- $origins = append $origins (printf "https://%s" $h) }}
+{{- end }}
+{{- join "," (concat $origins .Values.mlflow.corsAllowedOrigins) }}
+{{- end }}
+
+{{/* The model servers' service account: serving.serviceAccount.name, else the release Platform's
+spec.serving.serviceAccountName (platform.serving.serviceAccountName), else the Platform default
+`mlplane-model-server` — so the Platform the chart installs names an account the chart creates. */}}
+{{- define "mlplane.modelServerServiceAccount" -}}
+{{- $platform := dig "serving" "serviceAccountName" "" (.Values.platform | default dict) }}
+{{- .Values.serving.serviceAccount.name | default $platform | default "mlplane-model-server" }}
+{{- end }}
+
+{{/* Namespaces that get the model servers' service account: the release's, then serving.namespaces (JSON list). */}}
+{{- define "mlplane.servingNamespaces" -}}
+{{- concat (list .Release.Namespace) .Values.serving.namespaces | uniq | toJson }}
+{{- end }}
+
 {{- define "mlplane.dbSecretName" -}}
 {{- default (include "mlplane.componentName" (dict "root" . "suffix" "mlflow-db")) .Values.mlflow.backendStore.existingSecret }}
 {{- end }}
@@ -95,6 +137,17 @@ seccompProfile:
 {{- if and (eq $b.type "postgresql") (not $b.host) }}
 {{- fail "mlflow.backendStore.host is required when mlflow.backendStore.type is postgresql" }}
 {{- end }}
+{{- $sa := .Values.serving.serviceAccount.name }}
+{{- $platformSa := dig "serving" "serviceAccountName" "mlplane-model-server" (.Values.platform | default dict) }}
+{{- if and $sa (ne $sa $platformSa) }}
+{{- fail (printf "platform.serving.serviceAccountName is %s but the chart creates the model servers' service account %s (serving.serviceAccount.name): model servers would run under an account that does not exist; set platform.serving.serviceAccountName: %s, or leave serving.serviceAccount.name empty" $platformSa $sa $sa) }}
+{{- end }}
+{{- if and $b.password $b.existingSecret }}
+{{- fail "mlflow.backendStore.password and mlflow.backendStore.existingSecret are both set: keep one (the chart creates a Secret from password only when existingSecret is empty)" }}
+{{- end }}
+{{- if and $b.password (ne $b.type "postgresql") }}
+{{- fail "mlflow.backendStore.password is set but mlflow.backendStore.type is not postgresql: remove it or set type: postgresql" }}
+{{- end }}
 {{- if and (eq $b.type "sqlite") (gt (int .Values.mlflow.replicas) 1) }}
 {{- fail "mlflow.replicas > 1 needs mlflow.backendStore.type: postgresql (sqlite on a PVC is single-writer)" }}
 {{- end }}
@@ -104,8 +157,5 @@ seccompProfile:
 {{- end }}
 {{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) }}
 {{- fail "mlflow.auth.existingSecret is required when mlflow.auth.enabled is true (a Secret with key basic_auth.ini)" }}
-{{- end }}
-{{- if and .Values.vectorStore.existingSecret (not .Values.vectorStore.uri) }}
-{{- fail "vectorStore.uri is required when vectorStore.existingSecret is set (the token is for that Milvus)" }}
 {{- end }}
 {{- end }}

@@ -1,7 +1,8 @@
-"""`mlplane cluster install|upgrade|uninstall`: mlplane's charts on a Kubernetes cluster.
+"""`mlplane cluster install|upgrade|uninstall`: the stack and mlplane's charts on a Kubernetes cluster.
 
 Drives Helm's own engine (helm-python-sdk, no `helm` binary) through the plan in
-`mlplane.k8s.helm_plan`: the mlplane-crds release first, then mlplane, waiting for the operator.
+`mlplane.k8s.helm_plan`: cert-manager, then the CRDs, then the controllers, then mlplane, each
+release waiting for its objects to be ready before the next.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 
-from mlplane.k8s import helm_plan
-from mlplane.k8s.helm_plan import ReleaseStep, ValuesFileError
+from mlplane.k8s import helm_plan, versions
+from mlplane.k8s.helm_plan import ReleaseStep, UnknownComponentError, ValuesFileError
 
 app = typer.Typer(
     name="cluster",
-    help="Install, upgrade or uninstall mlplane (CRDs, operator, MLflow, serving runtimes) on a Kubernetes "
-    "cluster with the embedded Helm engine. Third-party operators (KServe, KEDA, ...) come from "
-    "charts/mlplane-stack; see docs/kubernetes.md.",
+    help="Install, upgrade or uninstall the stack (cert-manager, KServe, KubeRay, KEDA, Prometheus, the GPU "
+    "operator) and mlplane (CRDs, operator, MLflow, serving runtimes) on a Kubernetes cluster with the "
+    "embedded Helm engine, in phases; see docs/kubernetes.md.",
     no_args_is_help=True,
 )
 out = Console()
@@ -35,8 +37,16 @@ ValuesOpt = typer.Option(None, "--values", "-f", help="Values file for the mlpla
 DryRunOpt = typer.Option(False, "--dry-run", help="Print what would be applied; touch no cluster.")
 TimeoutOpt = typer.Option(600, "--timeout", min=1, help="Seconds to wait for each release (and the operator).")
 ChartsOpt = typer.Option(None, "--charts-dir", envvar="MLPLANE_CHARTS_DIR",
-                         help="Directory holding the mlplane-crds and mlplane charts (default: the charts/ "
-                              "folder of the mlplane source tree).")
+                         help="Directory holding the mlplane-stack, mlplane-crds and mlplane charts (default: "
+                              "the charts shipped in the mlplane package).")
+SkipOpt = typer.Option([], "--skip", metavar="COMPONENT",
+                       help=f"Leave a component out, e.g. one the cluster already runs (repeatable; one of "
+                            f"{', '.join(helm_plan.COMPONENTS)}).")
+IncludeOpt = typer.Option([], "--include", metavar="COMPONENT",
+                          help=f"Add an optional component (repeatable; {', '.join(sorted(helm_plan.OPTIONAL))}).")
+DeleteCrdsOpt = typer.Option(False, "--delete-crds",
+                             help="Also remove the CRD releases and mlplane's CRDs, and with them every "
+                                  "ModelDeployment and InferenceService.")
 
 
 class ClusterError(Exception):
@@ -73,24 +83,38 @@ def _load_values(values_file: Path | None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- executor
 class HelmExecutor:
-    """Runs release steps with one Helm configuration (kube context, namespace, release storage).
+    """Runs release steps with Helm configurations (kube context, release storage) per namespace.
 
-    Release storage is Helm's: Secrets in the namespace, or `$HELM_DRIVER` (secret, configmap, memory).
+    Release storage is Helm's: Secrets in each release's namespace, or `$HELM_DRIVER` (secret,
+    configmap, memory).
     """
 
-    def __init__(self, kube_context: str | None, namespace: str, *, dry_run: bool, timeout: int) -> None:
+    def __init__(self, kube_context: str | None, *, dry_run: bool, timeout: int) -> None:
         import helm_python
 
         self.helm = helm_python
         self.dry_run, self.timeout, self.context = dry_run, timeout, kube_context
-        driver = "memory" if dry_run else os.environ.get("HELM_DRIVER") or None
-        self.config = helm_python.Config(kube_context=kube_context, namespace=namespace, storage_driver=driver)
+        self.driver = "memory" if dry_run else os.environ.get("HELM_DRIVER") or None
+        self.configs: dict[str, Any] = {}
+
+    def config(self, namespace: str) -> Any:
+        if namespace not in self.configs:
+            self.configs[namespace] = self.helm.Config(kube_context=self.context, namespace=namespace,
+                                                       storage_driver=self.driver)
+        return self.configs[namespace]
+
+    def check_reachable(self, namespace: str) -> None:
+        """Fail before changing anything when the API server cannot be reached."""
+        self._call("the cluster", self.config(namespace).check_reachable)
 
     def close(self) -> None:
-        self.config.close()
+        for config in self.configs.values():
+            config.close()
 
     def check_values(self, step: ReleaseStep) -> None:
-        """Render the chart offline first: bad values fail here, before anything touches the cluster."""
+        """Render a local chart offline first: bad values fail here, before anything touches the cluster."""
+        if not step.local:
+            return
         try:
             with self.helm.Chart.load(str(step.chart)) as chart:
                 chart.render(dict(step.values), name=step.release, namespace=step.namespace, is_install=True)
@@ -99,23 +123,30 @@ class HelmExecutor:
         except self.helm.HelmError as exc:
             raise ClusterError(f"values for {step.release} are invalid: {exc}".strip(), 2) from None
 
+    def render_local(self, step: ReleaseStep) -> dict[str, Any]:
+        """What a dry run shows for mlplane's own charts: the release rendered client-side."""
+        return self._call(step.release, self.config(step.namespace).install, str(step.chart), step.release,
+                          dict(step.values), namespace=step.namespace, timeout=self.timeout, dry_run="client")
+
     def apply(self, step: ReleaseStep, *, upgrade: bool) -> dict[str, Any]:
-        """Install or upgrade one release; with --dry-run, render it client-side instead."""
+        """Install or upgrade one release and wait until its objects are ready."""
         kwargs: dict[str, Any] = {"namespace": step.namespace, "timeout": self.timeout}
-        if self.dry_run:  # what would be applied: the same whether the release exists or not
-            return self._call(step.release, self.config.install, str(step.chart), step.release, dict(step.values),
-                              dry_run="client", **kwargs)
         if step.wait:
-            kwargs["wait"] = "watcher"
+            kwargs["wait"] = "watcher"  # kstatus: CRDs established, Deployments available, Jobs complete
+        if not step.local:
+            kwargs["chart_version"] = step.version
+            if step.repo_url:
+                kwargs["chart_repo_url"] = step.repo_url
+        config = self.config(step.namespace)
         if upgrade:
-            return self._call(step.release, self.config.upgrade, str(step.chart), step.release, dict(step.values),
+            return self._call(step.release, config.upgrade, str(step.chart), step.release, dict(step.values),
                               **kwargs)
-        return self._call(step.release, self.config.install, str(step.chart), step.release, dict(step.values),
+        return self._call(step.release, config.install, str(step.chart), step.release, dict(step.values),
                           create_namespace=True, **kwargs)
 
     def uninstall(self, step: ReleaseStep) -> None:
-        self._call(step.release, self.config.uninstall, step.release, ignore_not_found=True, wait="watcher",
-                   timeout=self.timeout)
+        self._call(step.release, self.config(step.namespace).uninstall, step.release, ignore_not_found=True,
+                   wait="watcher", timeout=self.timeout)
 
     def _call(self, release: str, action: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -129,74 +160,140 @@ class HelmExecutor:
             message = str(exc)
             if "cannot re-use a name that is still in use" in message:
                 raise ClusterError(f"release {release} already exists: use `mlplane cluster upgrade`") from None
-            raise ClusterError(message.strip()) from None
+            raise ClusterError(f"{release}: {message.strip()}") from None
 
 
 @contextmanager
-def _executor(kube_context: str | None, namespace: str, dry_run: bool, timeout: int) -> Iterator[HelmExecutor]:
-    executor = HelmExecutor(kube_context, namespace, dry_run=dry_run, timeout=timeout)
+def _executor(kube_context: str | None, dry_run: bool, timeout: int) -> Iterator[HelmExecutor]:
+    executor = HelmExecutor(kube_context, dry_run=dry_run, timeout=timeout)
     try:
         yield executor
     finally:
         executor.close()
 
 
-def _print_manifest(step: ReleaseStep, release: dict[str, Any]) -> None:
-    sys.stdout.write(f"# Release {step.release} (chart {release.get('chart_name')} {release.get('chart_version')}), "
-                     f"namespace {step.namespace}\n")
-    manifest = str(release.get("manifest", "")).strip()
-    sys.stdout.write(manifest + "\n" if manifest else "")
+def _write(text: str) -> None:
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
+def _phase_header(index: int, total: int, phase: str) -> str:
+    return f"phase {index}/{total} {phase}: {versions.PHASE_PURPOSE[phase]}"
+
+
+def _print_dry_run(helm: HelmExecutor, plan: list[ReleaseStep]) -> None:
+    """Every phase and what it installs: mlplane's charts rendered, third-party charts named with their values."""
+    grouped = helm_plan.phases(plan)
+    for index, (phase, steps) in enumerate(grouped, start=1):
+        _write(f"# {_phase_header(index, len(grouped), phase)}\n")
+        for step in steps:
+            if step.local:
+                release = helm.render_local(step)
+                _write(f"# Release {step.release} (chart {release.get('chart_name')} "
+                       f"{release.get('chart_version')}), namespace {step.namespace}\n")
+                manifest = str(release.get("manifest", "")).strip()
+                _write(manifest + "\n" if manifest else "")
+                continue
+            _write(f"# Release {step.release} (chart {step.source}), namespace {step.namespace}; "
+                   "downloaded by Helm at install time\n")
+            shown = yaml.safe_dump(dict(step.values), sort_keys=False).strip() if step.values else "{}"
+            _write("".join(f"#   {line}\n" for line in ["values:", *("  " + v for v in shown.splitlines())]))
+
+
+def _plan(values_file: Path | None, namespace: str, charts_dir: Path | None, skip: list[str],
+          include: list[str]) -> list[ReleaseStep]:
+    try:
+        return helm_plan.install_plan(_load_values(values_file), namespace=namespace, charts_dir=charts_dir,
+                                      skip=skip, include=include)
+    except (ValuesFileError, UnknownComponentError) as exc:
+        raise ClusterError(str(exc), 2) from None
+
+
 def _run_install(upgrade: bool, kube_context: str | None, namespace: str, values_file: Path | None, dry_run: bool,
-                 timeout: int, charts_dir: Path | None) -> None:
-    plan = helm_plan.install_plan(_load_values(values_file), namespace=namespace,
-                                     charts_dir=charts_dir or helm_plan.DEFAULT_CHARTS_DIR)
-    with _executor(kube_context, namespace, dry_run, timeout) as helm:
+                 timeout: int, charts_dir: Path | None, skip: list[str], include: list[str]) -> None:
+    plan = _plan(values_file, namespace, charts_dir, skip, include)
+    with _executor(kube_context, dry_run, timeout) as helm:
         for step in plan:
             helm.check_values(step)
-        for step in plan:
-            release = helm.apply(step, upgrade=upgrade)
-            if dry_run:
-                _print_manifest(step, release)
-                continue
-            say(f"{step.release}: revision {release.get('revision')} {release.get('status')} "
-                      f"in namespace {step.namespace}")
-            operator = helm_plan.operator_deployment(helm_plan.manifest_objects(str(release.get("manifest", ""))))
-            if step.wait and operator:
-                say(f"{step.release}: deployment/{operator} is ready")
+        if dry_run:
+            _print_dry_run(helm, plan)
+            return
+        helm.check_reachable(namespace)
+        grouped = helm_plan.phases(plan)
+        for index, (phase, steps) in enumerate(grouped, start=1):
+            say(_phase_header(index, len(grouped), phase))
+            for step in steps:
+                say(f"  {step.release}: {'upgrading' if upgrade else 'installing'} {step.source} "
+                    f"in namespace {step.namespace} ...")
+                release = helm.apply(step, upgrade=upgrade)
+                say(f"  {step.release}: revision {release.get('revision')} {release.get('status')}, ready")
+                objects = helm_plan.manifest_objects(str(release.get("manifest", "")))
+                operator = helm_plan.operator_deployment(objects)
+                if step.release == helm_plan.MLPLANE_RELEASE and operator:
+                    say(f"  {step.release}: deployment/{operator} is ready")
 
 
 @app.command()
 def install(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, values_file: Path | None = ValuesOpt,
-            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
-    """Install the mlplane-crds release, then mlplane, and wait for the operator to be ready."""
+            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt,
+            skip: list[str] = SkipOpt, include: list[str] = IncludeOpt) -> None:
+    """Install the stack and mlplane in phases (cert-manager, CRDs, controllers, mlplane), each one ready first."""
     with _errors():
-        _run_install(False, kube_context, namespace, values_file, dry_run, timeout, charts_dir)
+        _run_install(False, kube_context, namespace, values_file, dry_run, timeout, charts_dir, skip, include)
 
 
 @app.command()
 def upgrade(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, values_file: Path | None = ValuesOpt,
-            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
-    """Upgrade both releases (CRDs first) to these charts and values; wait for the operator."""
+            dry_run: bool = DryRunOpt, timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt,
+            skip: list[str] = SkipOpt, include: list[str] = IncludeOpt) -> None:
+    """Upgrade every release, in the install order, to these charts and values."""
     with _errors():
-        _run_install(True, kube_context, namespace, values_file, dry_run, timeout, charts_dir)
+        _run_install(True, kube_context, namespace, values_file, dry_run, timeout, charts_dir, skip, include)
+
+
+def _delete_mlplane_crds(kube_context: str | None) -> None:
+    """mlplane's CRDs carry `helm.sh/resource-policy: keep`: Helm leaves them, so delete them here."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        config.load_kube_config(context=kube_context)
+        api = client.ApiextensionsV1Api()
+        for name in helm_plan.MLPLANE_CRDS:
+            try:
+                api.delete_custom_resource_definition(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise ClusterError(f"cannot delete the CRD {name}: {exc.reason}") from None
+    except (config.ConfigException, OSError) as exc:
+        raise ClusterError(f"cannot reach the Kubernetes API server: {exc}") from None
 
 
 @app.command()
 def uninstall(kube_context: str | None = ContextOpt, namespace: str = NamespaceOpt, dry_run: bool = DryRunOpt,
-              timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt) -> None:
-    """Uninstall mlplane, then the mlplane-crds release. The CRDs and every ModelDeployment stay."""
-    plan = helm_plan.uninstall_plan(namespace=namespace, charts_dir=charts_dir or helm_plan.DEFAULT_CHARTS_DIR)
-    if dry_run:
-        for step in plan:
-            say(f"would uninstall release {step.release} in namespace {step.namespace}")
-        say("the CRDs modeldeployments.mlplane.io and platforms.mlplane.io would stay "
-                  "(helm.sh/resource-policy: keep)")
-        return
-    with _errors(), _executor(kube_context, namespace, False, timeout) as helm:
-        for step in plan:
-            helm.uninstall(step)
-            say(f"{step.release}: uninstalled from namespace {step.namespace}")
-        say("kept: the mlplane CRDs and every ModelDeployment (delete the CRDs with kubectl to remove them)")
+              timeout: int = TimeoutOpt, charts_dir: Path | None = ChartsOpt, skip: list[str] = SkipOpt,
+              include: list[str] = IncludeOpt, delete_crds: bool = DeleteCrdsOpt) -> None:
+    """Uninstall in reverse order. CRDs, and so every ModelDeployment, stay unless --delete-crds."""
+    with _errors():
+        try:
+            plan = helm_plan.uninstall_plan(namespace=namespace, charts_dir=charts_dir, skip=skip, include=include,
+                                            delete_crds=delete_crds)
+        except UnknownComponentError as exc:
+            raise ClusterError(str(exc), 2) from None
+        kept = helm_plan.kept_crds(delete_crds)
+        if dry_run:
+            for step in plan:
+                say(f"would uninstall release {step.release} in namespace {step.namespace}")
+            if delete_crds:
+                say(f"would delete the CRDs {' and '.join(helm_plan.MLPLANE_CRDS)}")
+            say(f"the CRDs would stay: {kept}")
+            return
+        with _executor(kube_context, False, timeout) as helm:
+            helm.check_reachable(namespace)
+            for step in plan:
+                helm.uninstall(step)
+                say(f"{step.release}: uninstalled from namespace {step.namespace}")
+        if delete_crds:
+            _delete_mlplane_crds(kube_context)
+            say(f"deleted the CRDs {' and '.join(helm_plan.MLPLANE_CRDS)}")
+        say(f"kept: {kept} (delete them with kubectl delete crd)")

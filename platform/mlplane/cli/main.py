@@ -316,19 +316,27 @@ def render(
         help="MLflow that resolves models:/ references (default: the running local platform's)."),
     gpu_headroom: int | None = typer.Option(
         None, min=0, help="GPUs free for a surge pod during rolling updates (default: the platform's gpuHeadroom)."),
+    registry_timeout: float = typer.Option(
+        10.0, "--registry-timeout", min=0.1,
+        help="Seconds each MLflow call may take before render gives up (no retries)."),
     state_dir: Path | None = StateDirOpt,
     output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format (yaml or json)."),
 ) -> None:
-    """Print the Kubernetes objects for deployments: the same pure render the operator uses.
+    """Print the Kubernetes objects for deployments: exactly what the operator applies (less its owner references).
 
-    models:/NAME@ALIAS and models:/NAME/VERSION resolve in MLflow to the version's artifact location.
+    models:/NAME@ALIAS and models:/NAME/VERSION resolve in MLflow the way the operator resolves them
+    (mlplane.k8s.resolve): storageUri is a location KServe's storage initializer downloads: the version's
+    s3:// or gs:// location, or, with MLflow proxying artifacts, the HTTP URL of an archive the operator
+    stores with the version's run (runtime triton: its generated model repository). Render writes nothing;
+    a note on stderr says when the archive does not exist yet.
     The KEDA scale-down window is at least the model's cold start: spec.coldStartSeconds, or, when
     unset, the start-to-ready time the local runtime measured for the deployment (state dir).
     With --ingest COLLECTION --platform FILE: the collection's ingestion Job and CronJob instead.
     """
     from mlplane import registry
-    from mlplane.k8s import ResolvedArtifact
     from mlplane.k8s import render as render_objects
+    from mlplane.k8s.resolve import in_cluster, resolve_served
+    from mlplane.runtime.triton_repo import TritonRepoError
 
     if ingest is not None:
         objects = rag_cli.render_ingest_objects(ingest, platform_file)
@@ -353,15 +361,23 @@ def render(
             if not uri:
                 raise _fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
                             "set MLFLOW_TRACKING_URI, or run `mlplane up`")
+        registry.bound_requests(registry_timeout)
+        client = registry.MlflowRegistry(uri) if uri else None
+        cluster_platform = in_cluster(platform, uri)  # the pods reach MLflow where render resolved (the operator's)
         try:
-            version, location = registry.artifact_location(uri or "", dep.model_ref)
+            resolution = resolve_served(dep, cluster_platform, client, write=False)
+        except (registry.UnfetchableArtifact, TritonRepoError) as exc:
+            raise _fail(f"{dep.metadata.name}: {exc}", 2) from None
+        except registry.RegistryUnavailable as exc:
+            raise _fail(f"MLflow at {uri} did not answer within {registry_timeout:g}s: {exc}; check that the URI is "
+                        "right and MLflow runs (or raise --registry-timeout)") from None
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
-        except Exception as exc:  # MLflow unreachable
-            raise _fail(f"MLflow at {uri} did not answer: {exc}") from None
+        if resolution.note:
+            err.print(f"note: {dep.metadata.name}: {resolution.note}", highlight=False, soft_wrap=True)
         measured = (state.get("deployments", {}).get(dep.metadata.name) or {}).get("coldStartSeconds")
         try:
-            objects += render_objects(dep, platform, ResolvedArtifact(version, location), gpu_headroom=gpu_headroom,
+            objects += render_objects(dep, cluster_platform, resolution.artifact, gpu_headroom=gpu_headroom,
                                       measured_cold_start_seconds=measured)
         except ValueError as exc:  # e.g. spec.features on a platform whose feature store cannot serve them
             raise _fail(str(exc), 2) from None

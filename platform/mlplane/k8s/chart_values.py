@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from mlplane import images
 from mlplane._generated import REPO_ROOT, generator_main
+from mlplane.spec.platform import PlatformSpec
 
 COMMAND = "python -m mlplane.k8s.chart_values"
 SCHEMA_PATH = REPO_ROOT / "charts" / "mlplane" / "values.schema.json"
@@ -28,6 +30,12 @@ Size = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G
 NonEmpty = Annotated[str, Field(min_length=1)]
 Cidr = Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+# An image reference must name a tag or a digest: an untagged one means whatever `:latest` is that day.
+ImageRef = Annotated[str, Field(pattern=images.TAGGED_REFERENCE, description=(
+    "Image reference with a tag or digest (repository:tag or repository@sha256:...)."))]
+Repository = Annotated[str, Field(min_length=1, pattern=images.REPOSITORY)]
+ImageTag = Annotated[str, Field(pattern=images.TAG_PATTERN)]
+K8sName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 
 
 class Values(BaseModel):
@@ -58,8 +66,8 @@ def _annotations(what: str) -> Any:
 
 
 class Image(Values):
-    repository: NonEmpty = Field(description="Image repository.")
-    tag: str = Field(default="", description="Image tag; empty means the chart's appVersion.")
+    repository: Repository = Field(description="Image repository, without a tag (that goes in `tag`).")
+    tag: ImageTag = Field(default="", description="Image tag; empty means the chart's appVersion.")
     pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
 
 
@@ -69,7 +77,7 @@ class ServiceAccount(Values):
 
 # --------------------------------------------------------------------------- operator
 class Operator(Values):
-    image: Image = Field(default_factory=lambda: Image(repository="ghcr.io/mlplane/mlplane-operator"),
+    image: Image = Field(default_factory=lambda: Image(repository=images.OPERATOR_REPOSITORY),
                          description="Operator image.")
     replicas: int = Field(default=1, ge=0, le=1,
                           description="0 or 1: kopf runs standalone, so never two operators at once.")
@@ -99,8 +107,13 @@ class BackendStore(Values):
     port: Port = Field(default=5432, description="PostgreSQL port.")
     database: str = Field(default="mlflow", description="PostgreSQL database.")
     username: str = Field(default="mlflow", description="PostgreSQL user.")
-    existing_secret: str = Field(
-        default="", description="Secret with the database password; empty means `<fullname>-mlflow-db`.")
+    password: str = Field(default="", description=(
+        "Database password; the chart writes it into the Secret `<fullname>-mlflow-db` (key `password`). "
+        "Prefer `existingSecret` outside trials (values files end up in Helm's release history)."))
+    existing_secret: str = Field(default="", description=(
+        "Secret with the database password (key `existingSecretPasswordKey`); empty means "
+        "`<fullname>-mlflow-db`, created from `password` when that is set, else expected to exist "
+        "(e.g. synced from `passwordSecretArn`)."))
     existing_secret_password_key: NonEmpty = Field(default="password", description="Key of the password.")
     password_secret_arn: str = Field(
         default="", description="AWS Secrets Manager ARN of the password (recorded as an annotation only).")
@@ -126,11 +139,17 @@ class MlflowAuth(Values):
 
 
 class Mlflow(Values):
-    image: Image = Field(default_factory=lambda: Image(repository="ghcr.io/mlflow/mlflow", tag="v3.17.2"),
-                         description="MLflow image (add psycopg2 and boto3 for PostgreSQL + S3).")
+    image: Image = Field(default_factory=lambda: Image(repository=images.MLFLOW_REPOSITORY), description=(
+        "MLflow image; mlplane's has MLflow of uv.lock with its PostgreSQL, S3 and GCS clients."))
     replicas: int = Field(default=1, ge=0, description="Replicas; more than 1 needs backendStore.type postgresql.")
     port: Port = Field(default=5000, description="Port of the tracking server (container and Service).")
     workers: int = Field(default=2, ge=1, description="gunicorn workers.")
+    allowed_hosts: list[NonEmpty] = Field(default_factory=list, description=(
+        "More Host headers MLflow answers (its DNS-rebinding check), e.g. the ingress host `mlflow.example.com`; "
+        "wildcards like `*.example.com` work. The Service's names, localhost and private IPs are always allowed."))
+    cors_allowed_origins: list[NonEmpty] = Field(default_factory=list, description=(
+        "More origins whose browsers may change state through the API (MLflow's CORS check), e.g. "
+        "`http://mlflow.example.com`; `https://<host>` of every `allowedHosts` entry is always allowed."))
     backend_store: BackendStore = Field(default_factory=BackendStore, description="Run and registry metadata.")
     artifact_store: ArtifactStore = Field(default_factory=ArtifactStore, description="Model files and artifacts.")
     auth: MlflowAuth = Field(default_factory=MlflowAuth, description="Authentication.")
@@ -147,42 +166,32 @@ class Toggle(Values):
 
 
 class ServingImage(Values):
-    image: NonEmpty = Field(description="Image (repository:tag).")
+    image: ImageRef = Field(description="Image with a tag or digest (repository:tag).")
     resources: Obj = Field(description="Container resources (a Kubernetes ResourceRequirements).")
+
+
+class ServingServiceAccount(ServiceAccount):
+    name: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$", description=(
+        "Its name; empty means the release Platform's `platform.serving.serviceAccountName` (default "
+        "`mlplane-model-server`), the account its model servers run under; a different name is refused."))
 
 
 class Serving(Values):
     runtimes: Toggle = Field(default_factory=Toggle,
                              description="The cluster-scoped ClusterServingRuntimes (install from one release).")
     mlflow: ServingImage = Field(default_factory=lambda: ServingImage(
-        image="ghcr.io/mlplane/mlplane-serving:0.1.0",
+        image=images.SERVING,
         resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}),
         description="mlplane's KServe Python ModelServer (`mlplane-mlflow`).")
     triton: ServingImage = Field(default_factory=lambda: ServingImage(
-        image="nvcr.io/nvidia/tritonserver:24.10-py3",
+        image=images.TRITON,
         resources={"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}),
-        description="NVIDIA Triton (`mlplane-triton`).")
-    service_account: ServiceAccount = Field(default_factory=ServiceAccount,
-                                            description="The model servers' service account.")
-
-
-class GpuNodePool(Values):
-    node_selector: dict[str, str] = _node_selector()
-    tolerations: list[Obj] = _tolerations()
-    gpu_resource_name: NonEmpty = Field(default="nvidia.com/gpu", description="Extended resource name of GPUs.")
-    gpu_headroom: int = Field(default=0, ge=0, description=(
-        "GPUs kept free for rolling updates: a GPU deployment surges a new pod only when its GPUs fit in it."))
-
-
-# --------------------------------------------------------------------------- data services
-class FeatureStore(Values):
-    url: str = Field(default="", description="Feast feature server URL, e.g. http://feast-feature-server.feast:6566.")
-
-
-class VectorStore(Values):
-    uri: str = Field(default="", description="Milvus URI, e.g. http://milvus.milvus:19530.")
-    existing_secret: str = Field(default="", description="Secret with the Milvus token; empty means no auth.")
-    existing_secret_token_key: NonEmpty = Field(default="token", description="Key of the token in the Secret.")
+        description="NVIDIA Triton with mlplane's Python backend (`mlplane-triton`).")
+    service_account: ServingServiceAccount = Field(default_factory=ServingServiceAccount, description=(
+        "The model servers' service account (InferenceServices, RayServices, ingestion Jobs run under it)."))
+    namespaces: list[K8sName] = Field(default_factory=list, description=(
+        "Namespaces (besides the release's) where mlplane deploys models: the chart creates the model servers' "
+        "service account in each (the namespaces must exist). Terraform's IRSA role trusts the same list."))
 
 
 # --------------------------------------------------------------------------- network policies
@@ -225,7 +234,7 @@ class ClusterAutoscaler(Values):
 
 
 class Tests(Values):
-    image: NonEmpty = Field(default="curlimages/curl:8.10.1", description="Image of the `helm test` pod.")
+    image: ImageRef = Field(default="curlimages/curl:8.10.1", description="Image of the `helm test` pod.")
 
 
 class ChartValues(Values):
@@ -239,9 +248,15 @@ class ChartValues(Values):
     operator: Operator = Field(default_factory=Operator, description="The mlplane operator (kopf).")
     mlflow: Mlflow = Field(default_factory=Mlflow, description="The MLflow tracking server and model registry.")
     serving: Serving = Field(default_factory=Serving, description="KServe serving runtimes for the model servers.")
-    gpu_node_pool: GpuNodePool = Field(default_factory=GpuNodePool, description="Where GPU model servers go.")
-    feature_store: FeatureStore = Field(default_factory=FeatureStore, description="Feast, for the operator.")
-    vector_store: VectorStore = Field(default_factory=VectorStore, description="Milvus, for the operator.")
+    platform: Obj = Field(default_factory=dict, description=(
+        "The spec of the Platform the chart installs as `Platform/default` in the release namespace (the schema "
+        "is the Platform model's: `mlplane.spec.platform.PlatformSpec`)."))
+
+    @field_validator("platform")
+    @classmethod
+    def _platform_spec(cls, value: Obj) -> Obj:
+        PlatformSpec.model_validate(value)  # the same model as the Platform CRD and `mlplane up -f`
+        return value
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy, description="NetworkPolicies.")
     cluster_autoscaler: ClusterAutoscaler = Field(default_factory=ClusterAutoscaler,
                                                   description="Terraform's autoscaler settings (ignored).")
@@ -270,6 +285,10 @@ def schema() -> dict[str, Any]:
     """The chart's values.schema.json (JSON Schema draft 7, every reference inlined)."""
     raw = ChartValues.model_json_schema(by_alias=True)
     out = _inline(raw, raw.get("$defs", {}))
+    # `platform:` is a Platform spec: the same model as `mlplane up -f` and the Platform CRD, not a copy.
+    platform = PlatformSpec.model_json_schema(by_alias=True)
+    out["properties"]["platform"] = {**_inline(platform, platform.get("$defs", {})),
+                                     "description": out["properties"]["platform"]["description"]}
     return {"$schema": "http://json-schema.org/draft-07/schema#", "title": "mlplane chart values", **out}
 
 

@@ -7,12 +7,17 @@ The pydantic JSON Schema is turned into a *structural* OpenAPI v3 schema (what a
 requires): `$ref`s are inlined, `anyOf: [X, {type: null}]` becomes `X` with `nullable: true`, quantities
 become int-or-string, `title`/`$defs`/`const` are dropped and `additionalProperties: false` is left to
 the API server's pruning (structural schemas forbid it next to `properties`).
+
+Cross-field rules (`RULES` of each spec model, see `mlplane.spec.rules`) become `x-kubernetes-validations`
+on the object they sit on, so the API server refuses what `mlplane validate` refuses, with the same message.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,7 @@ TEMPLATES_DIR = REPO_ROOT / "charts" / "mlplane-crds" / "templates"
 
 # Keywords copied as they are (after their values are converted).
 _KEPT = ("description", "enum", "minimum", "maximum", "pattern", "maxLength", "minLength", "maxItems",
-         "minItems", "format", "default")
+         "minItems", "maxProperties", "format", "default")
 
 # Fields whose pydantic default must NOT become an API-server default: the server would write it into
 # every stored object and the platform-level default could never apply.
@@ -99,12 +104,43 @@ def _is_quantity(options: list[dict[str, Any]]) -> bool:
     return types == ["number", "string"]
 
 
-def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_default: frozenset[str]) -> dict:
-    """One JSON Schema node as a structural OpenAPI v3 node; `path` is the dotted field path."""
+def spec_models(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every model reachable from `model`'s fields, by class name (pydantic's `$defs` names)."""
+    found: dict[str, type[BaseModel]] = {}
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation.__name__ not in found:
+                found[annotation.__name__] = annotation
+                for info in annotation.model_fields.values():
+                    visit(info.annotation)
+            return
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated, list, dict):
+            for arg in typing.get_args(annotation):
+                visit(arg)
+
+    visit(model)
+    return found
+
+
+def _validations(ref: str, models: Mapping[str, type[BaseModel]]) -> list[dict[str, str]]:
+    model = models.get(ref.rsplit("/", 1)[-1])
+    return [rule.validation() for rule in getattr(model, "RULES", ())]
+
+
+def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_default: frozenset[str],
+             models: Mapping[str, type[BaseModel]] | None = None) -> dict:
+    """One JSON Schema node as a structural OpenAPI v3 node; `path` is the dotted field path.
+
+    `models` (class name → model) supplies the cross-field rules of the objects inlined from `$ref`s.
+    """
+    models = models or {}
     node = dict(node)
+    validations: list[dict[str, str]] = []
     if "$ref" in node:  # inline; keys next to the $ref (e.g. description) win over the target's
-        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
-        node = {**target, **node}
+        ref = node.pop("$ref")
+        validations = _validations(ref, models)
+        node = {**defs[ref.rsplit("/", 1)[-1]], **node}
     nullable = False
     if "anyOf" in node:
         given = node.pop("anyOf")
@@ -113,6 +149,7 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_def
         if len(options) == 1:
             inner = options[0]
             if "$ref" in inner:
+                validations = _validations(inner["$ref"], models)
                 inner = dict(defs[inner["$ref"].rsplit("/", 1)[-1]])
             node = {**inner, **node}  # keys beside anyOf (description, default) win
         elif _is_quantity(options):
@@ -152,17 +189,20 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_def
         props = node.get("properties")
         if props:
             out["properties"] = {
-                name: _convert(sub, defs, f"{path}.{name}" if path else name, no_default)
+                name: _convert(sub, defs, f"{path}.{name}" if path else name, no_default, models)
                 for name, sub in props.items()
             }
             if node.get("required"):
                 out["required"] = list(node["required"])
         elif isinstance(node.get("additionalProperties"), Mapping):  # a map
-            out["additionalProperties"] = _convert(node["additionalProperties"], defs, f"{path}.*", no_default)
+            out["additionalProperties"] = _convert(node["additionalProperties"], defs, f"{path}.*", no_default,
+                                                   models)
         else:  # a free-form object: the only place unknown fields are kept
             out["x-kubernetes-preserve-unknown-fields"] = True
     elif kind == "array":
-        out["items"] = _convert(node.get("items", {}), defs, f"{path}[]", no_default)
+        out["items"] = _convert(node.get("items", {}), defs, f"{path}[]", no_default, models)
+    if validations:
+        out["x-kubernetes-validations"] = validations
     return out
 
 
@@ -176,12 +216,13 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     defs = schema.get("$defs", {})
     kind = str(model.model_fields["kind"].default)
     no_default = _NO_SERVER_DEFAULT.get(kind, frozenset())
+    models = spec_models(model)
     props = {}
     for name, sub in schema["properties"].items():
         if name == "metadata":
             props[name] = {"type": "object"}
         else:
-            props[name] = _convert(_strip_titles(sub), _strip_titles(defs), name, no_default)
+            props[name] = _convert(_strip_titles(sub), _strip_titles(defs), name, no_default, models)
             if name in ("apiVersion", "kind"):
                 props[name] = {"type": "string", "description": props[name].get("description", "")}
     out: dict[str, Any] = {"type": "object", "description": schema.get("description", ""), "properties": props}

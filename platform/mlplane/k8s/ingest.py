@@ -11,11 +11,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mlplane import images
+from mlplane.k8s.render import vector_store_env
 from mlplane.spec.platform import Platform, VectorCollectionSpec
 
 Obj = dict[str, Any]
 
-DEFAULT_INGEST_IMAGE = "ghcr.io/mlplane/mlplane-serving:0.1.0"
+DEFAULT_INGEST_IMAGE = images.INGEST  # images/mlplane-ingest.Containerfile
 DEFAULT_NAMESPACE = "mlplane"  # where `mlplane cluster install` puts MLflow
 MLFLOW_PORT = 5000
 # The embedder's weights ship in the image; nothing is downloaded at run time.
@@ -75,7 +77,7 @@ def _pod_template(platform: Platform, collection: VectorCollectionSpec, namespac
         "image": opts.image,
         "command": ["python", "-m", "mlplane_pipelines.ingest"],
         "args": args,
-        "env": list(_OFFLINE_ENV),
+        "env": [*_OFFLINE_ENV, *vector_store_env(platform)],  # the Milvus token only as a secretKeyRef
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
         "volumeMounts": mounts,
         "securityContext": {
@@ -90,6 +92,8 @@ def _pod_template(platform: Platform, collection: VectorCollectionSpec, namespac
         "metadata": {"labels": _labels(collection)},
         "spec": {
             "restartPolicy": "Never",
+            # The Platform's model-server account: its cloud identity reads the corpus bucket (IRSA).
+            "serviceAccountName": platform.spec.serving.service_account_name,
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                                 "seccompProfile": {"type": "RuntimeDefault"}},

@@ -4,7 +4,11 @@
 
 - `runtime: kserve | triton` — a KServe `InferenceService` (RawDeployment), a `PodDisruptionBudget`,
   a `ServiceMonitor` and, with `spec.autoscaling`, a KEDA `ScaledObject` on the predictor Deployment;
-- `runtime: ray` — a KubeRay `RayService` (head group + one worker group, in-tree autoscaling).
+- `runtime: ray` — a KubeRay `RayService` (a head without GPUs, worker groups sized by the Serve
+  application's actors, in-tree autoscaling: `mlplane.k8s.ray_cluster`).
+
+Before anything is rendered, the spec's cross-field rules (`mlplane.spec.rules`) are checked again with the
+effective runtime (a deployment naming none gets the Platform's default).
 
 Resolving `spec.model` to a registry version and artifact location is I/O (MLflow); the caller does it
 and passes a `ResolvedArtifact`. Owner references are the operator's to add.
@@ -14,26 +18,30 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from mlplane import images
 from mlplane.features.k8s import configmap_name, pod_features
+from mlplane.k8s import ray_cluster, versions
 from mlplane.rag.serve_config import IMPORT_PATH as RAG_IMPORT_PATH
 from mlplane.rag.serve_config import serve_app_config
 from mlplane.spec.common import Runtime
-from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ScaleTarget
-from mlplane.spec.platform import Platform
+from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ResourcesSpec, ScaleTarget
+from mlplane.spec.platform import VECTOR_STORE_TOKEN_ENV, Platform
+from mlplane.spec.rules import check_effective
 
 Obj = dict[str, Any]
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_RAY_IMPORT_PATH = RAG_IMPORT_PATH
-RAY_VERSION = "2.60.0"
-DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
+RAY_VERSION = versions.RAY_VERSION  # one list of supported versions: mlplane.k8s.versions
+# mlplane-ray: rayproject/ray:<RAY_VERSION>-py311 plus the mlplane wheel (images/mlplane-ray.Containerfile).
+DEFAULT_RAY_IMAGE = images.RAY
 
 # Used when `spec.autoscaling.target` is unset.
 DEFAULT_SCALE_TARGET = ScaleTarget(metric="concurrency", value=10)
@@ -52,7 +60,9 @@ class ResolvedArtifact:
     """What `spec.model` resolved to in the registry: the version and where its files are."""
 
     registry_version: str
-    storage_uri: str  # the model version's artifact location, e.g. s3://bucket/1/abc/artifacts/model
+    # What KServe's storage initializer downloads (mlplane.k8s.resolve computes it): the version's s3:// or
+    # gs:// location, or the http(s) URL of its archive behind MLflow's artifact proxy; Triton's repository.
+    storage_uri: str
 
 
 @dataclass(frozen=True)
@@ -159,30 +169,47 @@ def _resources(deployment: ModelDeployment, platform: Platform) -> Obj:
 
 def _gpu_placement(deployment: ModelDeployment, platform: Platform) -> Obj:
     """nodeSelector and tolerations for GPU pods; nothing for CPU-only ones."""
-    if not deployment.spec.resources.gpus:
+    return gpu_placement(deployment.spec.resources, platform)
+
+
+def gpu_placement(resources: ResourcesSpec, platform: Platform) -> Obj:
+    """nodeSelector and tolerations for pods of `resources`: the GPU pool's, plus the GPU product
+    (`resources.gpuType` on the pool's `gpuProductLabel`, set by GPU feature discovery); {} without GPUs."""
+    if not resources.gpus:
         return {}
     pool = platform.spec.gpu_node_pool
     out: Obj = {}
-    if pool.node_selector:
-        out["nodeSelector"] = dict(pool.node_selector)
+    selector = dict(pool.node_selector)
+    if resources.gpu_type:
+        selector[pool.gpu_product_label] = resources.gpu_type
+    if selector:
+        out["nodeSelector"] = selector
     if pool.tolerations:
         out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
     return out
 
 
-def rollout_strategy(gpus_per_replica: int, gpu_headroom: int) -> Obj:
+def rollout_strategy(gpus_per_replica: int, gpu_headroom: int, *, min_replicas: int = 2,
+                     allow_outage: bool = False) -> Obj:
     """RollingUpdate settings that fit the GPUs available.
 
-    A surge pod needs `gpus_per_replica` spare GPUs; without them it stays Pending and the rollout
-    stalls, so replace one pod at a time instead. CPU-only deployments surge by 25%.
+    A surge pod needs `gpus_per_replica` spare GPUs. With them (or CPU only: 25%) new pods start before
+    old ones stop. Without them, a deployment of 2 or more replicas replaces one pod at a time (the others
+    keep serving). A single-replica one (`min_replicas` ≤ 1) has two choices, and the spec picks
+    (`spec.rollout.allowOutage`): surge anyway — the new pod waits Pending for a GPU to free up while
+    the old one serves (default) — or stop the old pod first, an outage until the new one is ready.
     """
     if gpus_per_replica == 0:
         rolling: Obj = {"maxSurge": "25%", "maxUnavailable": 0}
-    elif gpu_headroom >= gpus_per_replica:
+    elif gpu_headroom >= gpus_per_replica or (min_replicas <= 1 and not allow_outage):
         rolling = {"maxSurge": 1, "maxUnavailable": 0}
     else:
         rolling = {"maxSurge": 0, "maxUnavailable": 1}
     return {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def _allow_outage(deployment: ModelDeployment) -> bool:
+    return deployment.spec.rollout is not None and deployment.spec.rollout.allow_outage
 
 
 def _number(value: float) -> str:
@@ -235,6 +262,8 @@ def prometheus_trigger(deployment: ModelDeployment, flavour: _KServeFlavour, tar
     sel = f'{{namespace="{namespace_of(deployment)}",pod=~"{predictor_name(deployment)}-.*"}}'
     if target.metric == "gpu-utilization":
         # Already a per-pod average (percent): compare as is, not divided by the replica count.
+        # `pod`/`namespace` are the workload's only because the stack scrapes the DCGM exporter with
+        # `honorLabels: true` (charts/mlplane-stack); otherwise Prometheus stores them as exported_pod.
         query = f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{sel}[2m]))"
         metric_type = "Value"
     else:
@@ -273,7 +302,7 @@ def scaled_object(deployment: ModelDeployment, resolved: ResolvedArtifact, flavo
     }}}
     spec["triggers"] = [prometheus_trigger(deployment, flavour, target, prometheus_url)]
     annotations = {NOTE_ANNOTATION: bounds.note} if bounds.note else None
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+    return {"apiVersion": versions.SCALED_OBJECT_API, "kind": "ScaledObject",
             "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations), "spec": spec}
 
 
@@ -301,8 +330,14 @@ def inference_service(deployment: ModelDeployment, platform: Platform, resolved:
         "labels": {**labels(deployment, resolved), **selector_labels(deployment, "predictor")},
         "minReplicas": bounds.min_replicas,
         "maxReplicas": bounds.max_replicas,
-        "deploymentStrategy": rollout_strategy(deployment.spec.resources.gpus, gpu_headroom),
+        # The same drain time as the local runtime gives a model server before it stops it.
+        "terminationGracePeriodSeconds": platform.spec.serving.grace_period_seconds,
+        "deploymentStrategy": rollout_strategy(deployment.spec.resources.gpus, gpu_headroom,
+                                               min_replicas=bounds.min_replicas,
+                                               allow_outage=_allow_outage(deployment)),
         **_gpu_placement(deployment, platform),
+        # The model servers' cloud identity (IRSA / Workload Identity); the chart creates the account.
+        "serviceAccountName": platform.spec.serving.service_account_name,
         "model": model,
     }
     if deployment.spec.features is not None:  # the model server reads online features (mlplane.features.k8s)
@@ -316,7 +351,7 @@ def inference_service(deployment: ModelDeployment, platform: Platform, resolved:
         # KServe splits traffic between the previous and the newest revision only in Serverless mode.
         annotations["serving.kserve.io/deploymentMode"] = "Serverless"
         predictor["canaryTrafficPercent"] = rollout.canary_traffic_percent
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+    return {"apiVersion": versions.INFERENCE_SERVICE_API, "kind": "InferenceService",
             "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
             "spec": {"predictor": predictor}}
 
@@ -329,10 +364,17 @@ def feature_store_config_map(deployment: ModelDeployment, platform: Platform, re
 
 
 def pod_disruption_budget(deployment: ModelDeployment, resolved: ResolvedArtifact) -> Obj:
-    """At most one predictor pod evicted at a time (node drains, cluster upgrades)."""
+    """Voluntary evictions (node drains, cluster upgrades) take at most one predictor pod at a time, and
+    never the last ready one of a deployment that may run a single replica (`minAvailable: 1`: a drain
+    waits until a replacement is ready elsewhere) — unless the spec opted into outages
+    (`spec.rollout.allowOutage`) or into scaling to zero."""
+    bounds = replica_bounds(deployment)
+    budget: Obj = {"maxUnavailable": 1}
+    if bounds.min_replicas == 1 and not _allow_outage(deployment):
+        budget = {"minAvailable": 1}
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": _metadata(deployment, resolved, predictor_name(deployment)),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(deployment, "predictor")}}}
+            "spec": {**budget, "selector": {"matchLabels": selector_labels(deployment, "predictor")}}}
 
 
 def service_monitor(deployment: ModelDeployment, resolved: ResolvedArtifact, flavour: _KServeFlavour) -> Obj:
@@ -342,7 +384,7 @@ def service_monitor(deployment: ModelDeployment, resolved: ResolvedArtifact, fla
     port need only be declared on the container (Triton's 8002 is not on the Service).
     """
     return {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "apiVersion": versions.SERVICE_MONITOR_API, "kind": "ServiceMonitor",
         "metadata": _metadata(deployment, resolved, predictor_name(deployment)),
         "spec": {
             "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": deployment.metadata.name}},
@@ -387,59 +429,59 @@ def serve_config(deployment: ModelDeployment, platform: Platform, resolved: Reso
 
 def ray_service(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
                 import_path: str = DEFAULT_RAY_IMPORT_PATH, image: str = DEFAULT_RAY_IMAGE) -> Obj:
-    """A KubeRay v1 RayService skeleton: a head without Serve replicas and one autoscaled worker group."""
+    """A KubeRay v1 RayService: a head without Serve replicas or GPUs, and worker groups sized by the
+    application's actors (a CPU group for the Ingress, Retriever and Embedder, a Generator group with
+    the GPUs; see `mlplane.k8s.ray_cluster`), autoscaled in-tree up to the Serve replicas' maximum."""
     bounds = replica_bounds(deployment)
-    gpus = deployment.spec.resources.gpus
     pod_labels = {**labels(deployment, resolved)}
-    head = {
-        "rayStartParams": {"num-cpus": "0"},  # keep replicas off the head
-        "template": {
-            "metadata": {"labels": {**pod_labels, **selector_labels(deployment, "ray-head")}},
-            "spec": {"containers": [{
-                "name": "ray-head",
-                "image": image,
-                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-                "ports": [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
-                          {"name": "client", "containerPort": 10001}, {"name": "serve", "containerPort": 8000}],
-            }]},
-        },
-    }
-    worker_container: Obj = {"name": "ray-worker", "image": f"{image}-gpu" if gpus else image}
-    resources = _resources(deployment, platform)
-    if resources:
-        worker_container["resources"] = resources
-    worker = {
-        "groupName": "gpu-workers" if gpus else "workers",
-        "replicas": bounds.min_replicas,
-        "minReplicas": bounds.min_replicas,
-        "maxReplicas": bounds.max_replicas,
-        "rayStartParams": {},
-        "template": {
-            "metadata": {"labels": {**pod_labels, **selector_labels(deployment, "ray-worker")}},
-            "spec": {"containers": [worker_container], **_gpu_placement(deployment, platform)},
-        },
-    }
+    serve = serve_config(deployment, platform, resolved, import_path)
+    (app,) = yaml.safe_load(serve)["applications"]
+    head = ray_cluster.head_group(image, {**pod_labels, **selector_labels(deployment, "ray-head")})
+    workers = ray_cluster.worker_group_specs(
+        deployment, platform, app, image=image, gpu_image=images.gpu_variant(image),
+        pod_labels={**pod_labels, **selector_labels(deployment, "ray-worker")},
+        placement=lambda resources: gpu_placement(resources, platform))
+    for group in (head, *workers):  # the model servers' cloud identity; the chart creates the account
+        group["template"]["spec"]["serviceAccountName"] = platform.spec.serving.service_account_name
+    # The account turns token automount off; KubeRay's autoscaler sidecar in the head calls the API server
+    # (KubeRay binds its Role to the head's service account).
+    head["template"]["spec"]["automountServiceAccountToken"] = True
     annotations = {"mlplane.io/model": deployment.spec.model}
     if bounds.note:
         annotations[NOTE_ANNOTATION] = bounds.note
     return {
-        "apiVersion": "ray.io/v1", "kind": "RayService",
+        "apiVersion": versions.RAY_SERVICE_API, "kind": "RayService",
         "metadata": _metadata(deployment, resolved, deployment.metadata.name, annotations),
         "spec": {
-            "serveConfigV2": serve_config(deployment, platform, resolved, import_path),
+            "serveConfigV2": serve,
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": head,
-                "workerGroupSpecs": [worker],
+                "workerGroupSpecs": workers,
             },
         },
     }
 
 
+def vector_store_env(platform: Platform) -> list[Obj]:
+    """Env vars of the RAG pods from the Platform's Secrets: the Milvus token as a `secretKeyRef`, never inline."""
+    ref = platform.spec.vector_store.token_secret
+    if ref is None:
+        return []
+    return [{"name": VECTOR_STORE_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def _render_ray(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
                 runtime: str, opts: _Options) -> list[Obj]:
-    return [ray_service(deployment, platform, resolved, import_path=opts.ray_import_path, image=opts.ray_image)]
+    obj = ray_service(deployment, platform, resolved, import_path=opts.ray_import_path, image=opts.ray_image)
+    env = vector_store_env(platform)
+    if env:  # every Ray container: Serve places the Retriever on any node
+        cluster = obj["spec"]["rayClusterConfig"]
+        for group in (cluster["headGroupSpec"], *cluster["workerGroupSpecs"]):
+            for container in group["template"]["spec"]["containers"]:
+                container["env"] = [*container.get("env", []), *env]
+    return [obj]
 
 
 # --------------------------------------------------------------------------- entry point
@@ -457,6 +499,17 @@ _RENDERERS: dict[str, Callable[[ModelDeployment, Platform, ResolvedArtifact, str
     "triton": _render_kserve,
     "ray": _render_ray,
 }
+
+
+def service_account_problem(platform: Platform, namespace: str, service_accounts: Iterable[str]) -> str | None:
+    """Why model servers of `platform` cannot run in `namespace`, given the ServiceAccount names there; None if
+    they can. Pure: the caller lists the accounts (the operator, before applying; its status condition)."""
+    name = platform.spec.serving.service_account_name
+    if name in set(service_accounts):
+        return None
+    return (f"spec.serving.serviceAccountName: service account {name!r} does not exist in namespace {namespace!r}; "
+            f"add {namespace!r} to the mlplane chart's serving.namespaces (it creates the account there, and "
+            f"Terraform's model_server_namespaces lets it assume the model-server role), or name an existing account")
 
 
 def render(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact, *,
@@ -477,6 +530,9 @@ def render(deployment: ModelDeployment, platform: Platform, resolved: ResolvedAr
     if gpu_headroom < 0:
         raise ValueError(f"gpu_headroom must be 0 or more, got {gpu_headroom}")
     runtime = effective_runtime(deployment, platform)
+    refused = check_effective(deployment.spec, runtime)  # the spec's rules, now that the runtime is known
+    if refused:
+        raise ValueError(f"{deployment.metadata.name}: spec: " + "; ".join(refused))
     if measured_cold_start_seconds is not None and measured_cold_start_seconds < 0:
         raise ValueError(f"measured_cold_start_seconds must be 0 or more, got {measured_cold_start_seconds}")
     opts = _Options(gpu_headroom, prometheus_url, ray_import_path, ray_image, measured_cold_start_seconds)

@@ -10,24 +10,31 @@ The application (:func:`mlplane.rag.serve_app.build_app`) is four Serve deployme
 
 ``spec.autoscaling`` scales the Embedder and the Generator (Ray Serve autoscaling on ongoing
 requests); the Ingress and the Retriever, which only wait on others, run ``minReplicas`` (at least 1).
+
+Each model actor's ``ray_actor_options`` come from its own resources: the Generator's from
+``spec.resources`` (CPUs from ``requests.cpu``, GPUs from ``gpus`` — a local generator only), the
+Embedder's from ``spec.rag.embedder.resources`` (default 1 CPU, no GPU); the Ingress and the Retriever
+take 0.1 CPU. The cluster render sizes the RayService's worker groups from these
+(:mod:`mlplane.k8s.ray_cluster`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlplane.spec.deployment import GeneratorType, ModelDeployment, RagSpec
+from mlplane.spec.deployment import GeneratorType, ModelDeployment, RagSpec, ResourcesSpec
 from mlplane.spec.platform import Platform
+from mlplane.spec.rules import check_effective
 
 IMPORT_PATH = "mlplane.rag.serve_app:build_app"
 EMBEDDER, RETRIEVER, GENERATOR, INGRESS = "Embedder", "Retriever", "Generator", "Ingress"
 # Ray Serve's own default per replica; the Embedder takes at least two batches' worth.
 DEFAULT_MAX_ONGOING_REQUESTS = 5
-# Ray Serve scales on ongoing requests per replica; these spec metrics mean that.
-_ONGOING_METRICS = frozenset({"concurrency", "queue-depth"})
 _CPU_SUFFIX = {"m": 1e-3, "": 1.0}
+LIGHT_CPUS = 0.1  # the Ingress and the Retriever: they wait on the others
 
 
 class _Args(BaseModel):
@@ -87,6 +94,27 @@ def _cpus(quantity: str | None, default: float) -> float:
     return float(quantity.removesuffix(suffix)) * _CPU_SUFFIX[suffix]
 
 
+def actor_options(resources: ResourcesSpec, *, gpus: bool = True) -> dict[str, Any]:
+    """``ray_actor_options`` of one model actor from its resources: CPUs from ``requests.cpu`` (else
+    ``limits.cpu``, else 1), GPUs from ``gpus`` (when ``gpus`` is allowed for this actor)."""
+    cpu = resources.requests.cpu if resources.requests and resources.requests.cpu else None
+    if cpu is None and resources.limits is not None:
+        cpu = resources.limits.cpu
+    options: dict[str, Any] = {"num_cpus": _cpus(cpu, 1.0)}
+    if gpus and resources.gpus:
+        options["num_gpus"] = resources.gpus
+    return options
+
+
+def replica_range(deployment_config: dict[str, Any]) -> tuple[int, int]:
+    """(fewest, most) replicas of one Serve deployment entry."""
+    scaling = deployment_config.get("autoscaling_config")
+    if scaling:
+        return int(scaling["min_replicas"]), int(scaling["max_replicas"])
+    n = int(deployment_config.get("num_replicas", 1))
+    return n, n
+
+
 def autoscaling_config(deployment: ModelDeployment) -> dict[str, Any]:
     """Ray Serve's ``autoscaling_config`` from ``spec.autoscaling``; ``{}`` without autoscaling."""
     scaling = deployment.spec.autoscaling
@@ -96,12 +124,11 @@ def autoscaling_config(deployment: ModelDeployment) -> dict[str, Any]:
         "min_replicas": scaling.min_replicas,
         "max_replicas": scaling.max_replicas,
         "upscale_delay_s": float(scaling.scale_up.stabilization_window_seconds),
-        "downscale_delay_s": float(scaling.scale_down.stabilization_window_seconds),
+        # At least a cold start, as the cluster's KEDA scale-down window (mlplane.k8s.render.scale_down_window).
+        "downscale_delay_s": float(max(scaling.scale_down.stabilization_window_seconds,
+                                       math.ceil(deployment.spec.cold_start_seconds or 0))),
     }
     if scaling.target is not None:
-        if scaling.target.metric not in _ONGOING_METRICS:
-            raise ValueError(f"spec.autoscaling.target.metric: '{scaling.target.metric}' is not available with "
-                             "runtime 'ray', which scales on requests in flight per replica; use 'concurrency'")
         config["target_ongoing_requests"] = scaling.target.value
     return config
 
@@ -163,17 +190,18 @@ def serve_app_config(deployment: ModelDeployment, platform: Platform, *, route_p
     Generator replicas (``reconfigure`` loads it, then swaps) and restarts nothing else. ``uris`` go to
     :func:`app_args` (tracking and vector store URIs, the key file).
     """
+    refused = check_effective(deployment.spec, "ray")  # the spec's rules (mlplane.spec.rules) for runtime ray
+    if refused:
+        raise ValueError(f"{deployment.metadata.name}: spec: " + "; ".join(refused))
     args = app_args(deployment, platform, **uris)
     spec = deployment.spec
-    cpus = _cpus(spec.resources.requests.cpu if spec.resources.requests else None, 1.0)
-    model_actor: dict[str, Any] = {"num_cpus": cpus}
-    generator_actor = dict(model_actor)
-    if spec.resources.gpus and args.generator.type == "local":
-        generator_actor["num_gpus"] = spec.resources.gpus
-    light: dict[str, Any] = {"num_cpus": 0.1}
+    rag = spec.rag or RagSpec()
+    embedder_actor = actor_options(rag.embedder.resources)
+    generator_actor = actor_options(spec.resources, gpus=args.generator.type == "local")
+    light: dict[str, Any] = {"num_cpus": LIGHT_CPUS}
     deployments = [
         {"name": INGRESS, **_fixed(deployment), "ray_actor_options": dict(light)},
-        {"name": EMBEDDER, **_scaled(deployment), "ray_actor_options": model_actor,
+        {"name": EMBEDDER, **_scaled(deployment), "ray_actor_options": embedder_actor,
          "max_ongoing_requests": max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * args.embedder.max_batch_size)},
         {"name": RETRIEVER, **_fixed(deployment), "ray_actor_options": dict(light)},
         {"name": GENERATOR, **_scaled(deployment), "ray_actor_options": generator_actor},
@@ -191,9 +219,5 @@ def serve_app_config(deployment: ModelDeployment, platform: Platform, *, route_p
 
 def logical_cpus(app: dict[str, Any]) -> float:
     """Ray CPUs the application needs with every deployment at its most replicas."""
-    total = 0.0
-    for dep in app["deployments"]:
-        replicas = dep.get("autoscaling_config", {}).get("max_replicas") or dep.get("num_replicas", 1)
-        total += replicas * dep["ray_actor_options"]["num_cpus"]
-    return total
+    return sum(replica_range(dep)[1] * dep["ray_actor_options"]["num_cpus"] for dep in app["deployments"])
 

@@ -7,6 +7,7 @@ The same client code talks to the local Milvus Lite server component and to a Mi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from mlplane.spec.platform import Platform, VectorIndexSpec
+from mlplane.spec.platform import VECTOR_STORE_TOKEN_ENV, Platform, VectorIndexSpec
 
 VECTOR_FIELD = "vector"
 # Longest text Milvus keeps per field (VARCHAR max_length counts bytes of UTF-8).
@@ -69,12 +70,16 @@ class VectorStoreError(Exception):
 class VectorStore:
     """Collections of chunks in Milvus, indexed and searched with one set of index settings."""
 
-    def __init__(self, uri: str, index: VectorIndexSpec | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, uri: str, index: VectorIndexSpec | None = None, timeout_s: float = 30.0,
+                 token: str | None = None) -> None:
         self.uri = uri
         self.index = index or VectorIndexSpec()
         self._known: set[str] = set()  # collections seen to exist
+        # In the cluster the Milvus token reaches the pod from the Platform's `vectorStore.tokenSecret`
+        # (a secretKeyRef env var); never in the URI, the spec or a log line.
+        token = token if token is not None else os.environ.get(VECTOR_STORE_TOKEN_ENV, "")
         try:
-            self._client = MilvusClient(uri=uri, timeout=timeout_s, grpc_options=_GRPC_OPTIONS)
+            self._client = MilvusClient(uri=uri, token=token, timeout=timeout_s, grpc_options=_GRPC_OPTIONS)
         except MilvusException as exc:
             raise VectorStoreError(f"cannot connect to the vector store at {uri}: {exc.message}") from None
 

@@ -9,6 +9,11 @@ runtime)::
                                  mlplane.serving.triton_backend.TritonPythonModel
     <name>/<version>/model.json  {"model_uri": ..., "version": ...}: what this version loads
 
+In the cluster (:func:`cluster_repository`) ``model_uri`` is ``model``, a directory next to
+``model.json`` that holds the MLflow model's files: the repository is self-contained, so the Triton pod
+loads the model from what KServe's storage initializer downloaded, without MLflow or cloud credentials.
+Locally it is the model's MLflow URI.
+
 ``<version>`` is the MLflow registry version (``1`` for a plain storage URI), so the ``model_version``
 Triton reports is the registry version mlplane reports as ``servedVersion``.
 
@@ -28,13 +33,20 @@ Tensor layout:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mlplane.serving.signature import TensorMeta
 from mlplane.spec.deployment import ModelDeploymentSpec
 
-__all__ = ["TritonRepoError", "config_pbtxt", "repository_files", "triton_datatype", "version_dir", "version_files"]
+__all__ = ["CLUSTER_MODEL_DIR", "TritonRepoError", "TritonRepository", "cluster_repository", "config_pbtxt",
+           "repository_files", "triton_datatype", "version_dir", "version_files"]
+
+# Where the cluster repository's version directory holds the MLflow model (model.json's relative model_uri).
+CLUSTER_MODEL_DIR = "model"
+CLUSTER_ROOT = "triton-repository"
 
 # V2 datatype -> Triton config data_type. BYTES (strings) is TYPE_STRING.
 V2_TO_TRITON: dict[str, str] = {
@@ -189,3 +201,29 @@ def repository_files(name: str, version: str, model_uri: str, inputs: Sequence[T
     files = {f"{name}/config.pbtxt": config_pbtxt(name, version, inputs, outputs, spec, model_uri)}
     files.update(version_files(name, version, model_uri))
     return files
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    """A cluster repository: where under the model version's run it goes, its generated files and where
+    in it the MLflow model's files belong (``<name>/<version>/model``)."""
+
+    artifact_path: str  # triton-repository/<version>/<digest>: written once, never rewritten
+    files: dict[str, str]  # relative path -> text
+    model_dir: str
+
+
+def cluster_repository(name: str, version: str, inputs: Sequence[TensorMeta], outputs: Sequence[TensorMeta],
+                       spec: ModelDeploymentSpec, model_uri: str = CLUSTER_MODEL_DIR) -> TritonRepository:
+    """The self-contained repository serving registry ``version`` as ``name`` in the cluster.
+
+    ``<digest>`` hashes the generated files, so a spec change (batching, instances, GPUs) gets its own
+    directory; the model files under it are the version's, which never change.
+    Raises :class:`TritonRepoError` for signatures Triton cannot express.
+    """
+    files = repository_files(name, version, model_uri, inputs, outputs, spec)
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return TritonRepository(f"{CLUSTER_ROOT}/{version_dir(version)}/{digest.hexdigest()[:16]}", files,
+                            f"{name}/{version_dir(version)}/{CLUSTER_MODEL_DIR}")

@@ -4,8 +4,17 @@ What differs from a stock ``kserve.ModelServer`` (0.21):
 
 * both servers bind ``--host`` (kserve hard-codes ``0.0.0.0`` / ``[::]``);
 * model metadata carries ``versions`` and ``platform`` on HTTP and gRPC;
-* ``POST /v2/repository/models/{name}/load`` takes ``{"parameters": {"model_uri", "model_version"}}``
-  and swaps the served version in place (load + warm-up off the event loop, then one dict update);
+* **model control is separate from data.** No client can load, unload or switch models: on the public
+  HTTP port every ``/v2/repository/...`` path answers 403 with a JSON message (checked before the API
+  key, so it holds with no key, a client key or a revoked key, and kserve's repository routes are not
+  even registered there); over gRPC the ``Repository*`` RPCs answer ``PERMISSION_DENIED``; server
+  metadata advertises no repository extension. Version swaps are served only on ``--control-socket``:
+  a second, small HTTP app on a Unix socket, created 0600 in a 0700 directory owned by this user (the
+  local supervisor reaches it with ``httpx.AsyncHTTPTransport(uds=...)``). There
+  ``POST /v2/repository/models/{name}/load`` takes ``{"parameters": {"model_uri", "model_version"}}``
+  and swaps the served version in place (load + warm-up off the event loop, then one dict update).
+  Without ``--control-socket`` (the cluster: KServe rolls pods to change versions, and the operator
+  never calls a model server) there is no control listener at all;
 * request bodies are capped by a pure ASGI middleware; gRPC messages by the channel option;
 * with ``--auth-keys-file``, HTTP and gRPC requests need an API key and share per-key rate limits
   (:mod:`mlplane.auth`); liveness, readiness and ``/metrics`` stay open;
@@ -15,20 +24,33 @@ What differs from a stock ``kserve.ModelServer`` (0.21):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import stat
+from collections.abc import Iterator
 from concurrent import futures
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 from grpc import aio
 from kserve import ModelRepository, ModelServer
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, MAX_GRPC_MESSAGE_LENGTH
-from kserve.errors import InvalidInput, ModelNotFound
+from kserve.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelNotFound,
+    generic_exception_handler,
+    inference_error_handler,
+)
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
@@ -45,7 +67,7 @@ from .model import EntityNotFoundError, PyfuncModel, version_from_uri
 from .settings import ServingSettings
 from .signature import SignatureError, split_binary_request
 
-__all__ = ["PyfuncModelServer", "SwappableModelRepository", "serve"]
+__all__ = ["CONTROL_REFUSED", "PyfuncModelServer", "SwappableModelRepository", "is_control_path", "serve"]
 
 log = logging.getLogger("mlplane.serving")
 
@@ -117,6 +139,111 @@ def parse_load_body(body: bytes) -> tuple[str | None, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Model control: refused on the public ports, served on the control socket only
+# --------------------------------------------------------------------------------------------
+CONTROL_REFUSED = ("model control is not available to clients: only mlplane loads, unloads and switches "
+                   "models (use `mlplane promote` or `mlplane deploy`)")
+_REPOSITORY_PATH = "/v2/repository"
+_GRPC_REPOSITORY_PREFIX = "/inference.GRPCInferenceService/Repository"
+
+
+def is_control_path(path: str) -> bool:
+    """Whether an HTTP path is (a spelling of) a V2 model-repository path: ``//V2/repository/...`` is one."""
+    normal = "/" + "/".join(part for part in path.split("/") if part)
+    normal = normal.lower()
+    return normal == _REPOSITORY_PATH or normal.startswith(_REPOSITORY_PATH + "/")
+
+
+class ControlRefusalMiddleware:
+    """Pure ASGI: 403 with a JSON message for every model-repository path, before anything else runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_control_path(scope.get("path", "")):
+            log.warning("refused model control from a client: %s %r", scope.get("method"), scope.get("path"))
+            await ORJSONResponse(status_code=403, content={"error": CONTROL_REFUSED})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class ControlRefusalInterceptor(aio.ServerInterceptor):
+    """``PERMISSION_DENIED`` for the gRPC ``Repository*`` RPCs, outermost: whatever key the call carries."""
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(_GRPC_REPOSITORY_PREFIX):
+            return handler
+        log.warning("refused model control from a gRPC client: %s", details.method)
+
+        async def deny(_request: Any, context: aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, CONTROL_REFUSED)
+
+        return grpc.unary_unary_rpc_method_handler(
+            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
+def control_application(repository: SwappableModelRepository) -> FastAPI:
+    """The control socket's app: ``POST /v2/repository/models/{name}/load`` and nothing else."""
+    app = FastAPI(title="mlplane model control", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=ORJSONResponse)
+
+    async def load(model_name: str, request: Request) -> dict[str, str]:
+        uri, version = parse_load_body(await request.body())
+        model = await repository.swap(model_name, uri, version)
+        return {"name": model_name, "version": model.version, "model_uri": model.model_uri}
+
+    app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"])
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(ModelNotFound, _model_not_found)
+    app.add_exception_handler(EntityNotFoundError, _model_not_found)
+    app.add_exception_handler(InferenceError, inference_error_handler)  # e.g. a model that fails to load
+    app.add_exception_handler(Exception, generic_exception_handler)
+    return app
+
+
+def bind_control_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600, in a directory of this user's with mode 0700.
+
+    A stale socket from an earlier run is replaced; anything else at ``path``, a parent directory that
+    is a symlink or belongs to another user is refused (``ValueError`` naming the flag and the path).
+    """
+    if len(os.fsencode(path)) > 107:
+        raise ValueError(f"--control-socket: {path} is longer than a Unix socket path may be (107 bytes)")
+    parent = path.parent
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(parent)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ValueError(f"--control-socket: {parent} must be a directory of this user's (not a symlink)")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(parent, 0o700)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ValueError(f"--control-socket: {path} exists and is not a socket; remove it or choose another path")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _ControlServer(uvicorn.Server):
+    """uvicorn on the control socket; the public server owns the signals, and this one stops with it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+# --------------------------------------------------------------------------------------------
 # Binary tensor extension without per-element Python work
 # --------------------------------------------------------------------------------------------
 class _ArrayInput(InferInput):
@@ -170,6 +297,10 @@ def binary_infer_request(body: bytes, json_length: str | int, model_name: str) -
 # Dataplane and gRPC servicer: metadata with versions and platform
 # --------------------------------------------------------------------------------------------
 class PyfuncDataPlane(DataPlane):
+    def metadata(self) -> dict[str, Any]:
+        # Clients cannot use the model-repository extension (see the module docstring): not advertised.
+        return {**super().metadata(), "extensions": []}
+
     def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
         if isinstance(body, bytes):
             # A body FastAPI did not parse: the binary extension, or JSON sent without a JSON
@@ -194,6 +325,12 @@ class PyfuncInferenceServicer(InferenceServicer):
             inputs=md["inputs"],
             outputs=md["outputs"],
         )
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, CONTROL_REFUSED)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, CONTROL_REFUSED)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +362,9 @@ class _RESTServer(RESTServer):
     def __init__(self, app: FastAPI, *, settings: ServingSettings, authenticator: Authenticator | None,
                  **kwargs: Any) -> None:
         asgi: Any = MaxBodySizeMiddleware(app, settings.max_request_bytes)
-        if authenticator is not None:  # outermost: requests without a key are refused before the body is read
+        if authenticator is not None:  # requests without a key are refused before the body is read
             asgi = ApiKeyMiddleware(asgi, authenticator)
+        asgi = ControlRefusalMiddleware(asgi)  # outermost: model control is refused whatever the key
         super().__init__(asgi, **kwargs)
         self._app = app
         self._settings = settings
@@ -241,16 +379,9 @@ class _RESTServer(RESTServer):
         app = self._app
         if self._settings.log_requests:
             self._add_middlewares(app)
-        repository = self.dataplane.model_registry
-
-        async def load(model_name: str, request: Request) -> dict[str, str]:
-            uri, version = parse_load_body(await request.body())
-            model = await repository.swap(model_name, uri, version)
-            return {"name": model_name, "version": model.version, "model_uri": model.model_uri}
-
-        # Registered before kserve's own body-less route of the same path, so it wins.
-        app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"])
         self._register_endpoints(app)
+        # kserve's load/unload routes: not on the public port at all (the middleware answers 403 first).
+        app.router.routes[:] = [r for r in app.router.routes if not is_control_path(getattr(r, "path", ""))]
         self._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, _invalid_input)
         app.add_exception_handler(ModelNotFound, _model_not_found)
@@ -283,6 +414,7 @@ class _GRPCServer:
             interceptors.insert(0, LoggingInterceptor())
         if self._authenticator is not None:
             interceptors.insert(0, ApiKeyInterceptor(self._authenticator))
+        interceptors.insert(0, ControlRefusalInterceptor())
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=interceptors,
@@ -349,12 +481,40 @@ class PyfuncModelServer(ModelServer):
             timeout_keep_alive=self.timeout_keep_alive,
         )
         self.servers.extend([self._rest_server.start(), self._announce(models)])
+        if s.control_socket:
+            try:
+                control = bind_control_socket(Path(s.control_socket))
+            except (ValueError, OSError) as exc:
+                log.error("cannot listen for model control: %s", exc)
+                raise SystemExit(2) from None
+            self.servers.append(self._serve_control(control))
         if s.grpc:
             self._grpc_server = _GRPCServer(self.dataplane, self.model_repository_extension, s, self.authenticator)
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+    async def _serve_control(self, sock: socket.socket) -> None:
+        """The control app on ``sock`` until the public HTTP server stops (it handles SIGTERM)."""
+        config = uvicorn.Config(control_application(self.registered_models), log_config=None, lifespan="off",
+                                timeout_graceful_shutdown=self.settings.grace_period)
+        server = _ControlServer(config)
+
+        async def stop_with_public() -> None:
+            while not self._rest_server._server.should_exit:
+                await asyncio.sleep(0.1)
+            server.should_exit = True
+
+        watcher = asyncio.create_task(stop_with_public())
+        log.info("model control on unix socket %s", self.settings.control_socket)
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            watcher.cancel()
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.settings.control_socket or "")
 
     async def _announce(self, models: list[Any]) -> None:
         while not self._rest_server.started:

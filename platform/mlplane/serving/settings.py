@@ -30,6 +30,7 @@ class ServingSettings:
     auth_keys_file: str | None = None  # set: every request needs an API key from this file (mlplane.auth)
     auth_rps: float = 10.0
     auth_burst: int = 20
+    control_socket: str | None = None  # set: model control (load/switch) on this Unix socket only; unset: none
 
 
 def _positive(value: str) -> int:
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mlplane.serving",
         description="Serve one MLflow pyfunc model over the KServe V2 / Open Inference Protocol "
-        "(HTTP and gRPC), with in-place version swaps via POST /v2/repository/models/{name}/load.",
+        "(HTTP and gRPC). Model control (version swaps) is never served on the public ports: only on the "
+        "--control-socket, when one is given.",
         allow_abbrev=False,
     )
     parser.add_argument("--name", required=True, help="model name on the V2 endpoints")
@@ -109,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth-rps", type=_positive_float, default=10.0,
                         help="default requests per second per key (keys may have their own)")
     parser.add_argument("--auth-burst", type=_positive, default=20, help="default burst per key")
+    parser.add_argument(
+        "--control-socket",
+        default=None,
+        help="serve POST /v2/repository/models/{name}/load (version swaps) on this Unix socket, created 0600 in "
+        "a 0700 directory (mlplane's supervisor uses it); without it nothing can load or switch models",
+    )
     return parser
 
 

@@ -50,7 +50,7 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         with open(os.path.join(version_dir, "model.json")) as f:
             meta = json.load(f)
-        self.model = mlflow.pyfunc.load_model(meta["model_uri"])
+        self.model = mlflow.pyfunc.load_model(model_location(version_dir, meta["model_uri"]))
         signature = self.model.metadata.signature
         self._decoder = RequestDecoder(signature.inputs if signature else None)
         self._encoder = ResponseEncoder(signature.outputs if signature else None)
@@ -113,6 +113,15 @@ class TritonPythonModel:
         with contextlib.redirect_stderr(io.StringIO()):
             tensors = [pb.Tensor.from_dlpack(n, _exportable(a)) for n, a in outputs]
         return pb.InferenceResponse(tensors)
+
+
+def model_location(version_dir: str, model_uri: str) -> str:
+    """What model.json's ``model_uri`` names: a URI (the local runtime: ``models:/…``, ``s3://…``, an
+    absolute path) as is, or a path relative to the version directory (the cluster's self-contained
+    repository, whose ``model/`` directory came down with it)."""
+    if ":" in model_uri.split("/", 1)[0] or os.path.isabs(model_uri):
+        return model_uri
+    return os.path.join(version_dir, model_uri)
 
 
 def _exportable(array: np.ndarray) -> np.ndarray:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
+
+from mlplane.spec.rules import Rule, violations
 
 API_VERSION = "mlplane.io/v1alpha1"
 
@@ -29,6 +31,34 @@ class SpecModel(BaseModel):
         protected_namespaces=(),
         validate_default=False,
     )
+
+    #: Cross-field rules (mlplane.spec.rules): checked here, generated into the CRD as CEL.
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Any:
+        failed = violations(self)
+        if failed:
+            raise ValueError("; ".join(failed))
+        return self
+
+
+# Where a field takes effect, when not everywhere: `x-mlplane-scope` in the JSON Schema (and the spec reference).
+#   local    — only the local runtime (`mlplane up`) reads it; the cluster render has no use for it.
+#   resource — it describes the resource itself and is not copied onto the objects rendered from it.
+SCOPE_KEY = "x-mlplane-scope"
+_SCOPE_NOTES = {"local": "Local runtime only.", "resource": "Kept on the resource, not copied onto what it creates."}
+
+
+def scoped(scope: Literal["local", "resource"], description: str) -> dict[str, Any]:
+    """`Field(**scoped("local", "..."))`: the description with its scope note, and the scope in the schema."""
+    return {"description": f"{description} {_SCOPE_NOTES[scope]}", "json_schema_extra": {SCOPE_KEY: scope}}
+
+
+def field_scope(info: Any) -> str | None:
+    """The declared scope of a pydantic FieldInfo, if any."""
+    extra = info.json_schema_extra
+    return extra.get(SCOPE_KEY) if isinstance(extra, dict) else None
 
 
 def _check_dns_label(value: str) -> str:
@@ -81,7 +111,7 @@ class Metadata(SpecModel):
         default=None, description="Kubernetes namespace; unset means the current or default namespace."
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Labels copied onto created objects.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Free-form annotations.")
+    annotations: dict[str, str] = Field(default_factory=dict, **scoped("resource", "Free-form annotations."))
 
 
 class Condition(SpecModel):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from mlplane.spec.common import API_VERSION, Metadata, Quantity, Runtime, SpecModel, Status
+from mlplane.spec import rules
+from mlplane.spec.common import API_VERSION, DnsLabel, Metadata, Quantity, Runtime, SpecModel, Status, scoped
 from mlplane.spec.modelref import ModelRef, ModelRefError, parse_model_ref
+from mlplane.spec.rules import Rule
 
 
 def _check_model(value: str) -> str:
@@ -29,7 +31,8 @@ def _check_feature(value: str) -> str:
 ModelUri = Annotated[str, AfterValidator(_check_model)]
 FeatureName = Annotated[str, AfterValidator(_check_feature)]
 # Scalars of any type: a free-form object in JSON Schema and CRDs (which cannot express the union).
-FeatureDefaults = Annotated[dict[FeatureName, float | int | str | bool], WithJsonSchema({"type": "object"})]
+FeatureDefaults = Annotated[dict[FeatureName, float | int | str | bool], Field(max_length=256),
+                            WithJsonSchema({"type": "object", "maxProperties": 256})]
 
 
 class ScaleTarget(SpecModel):
@@ -63,12 +66,7 @@ class AutoscalingSpec(SpecModel):
         description="Scale-down behaviour.",
     )
 
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscalingSpec:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(f"maxReplicas ({self.max_replicas}) must be greater than or equal to "
-                             f"minReplicas ({self.min_replicas})")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.AUTOSCALING
 
 
 class ResourceList(SpecModel):
@@ -84,7 +82,14 @@ class ResourcesSpec(SpecModel):
     requests: ResourceList | None = Field(default=None, description="Guaranteed resources.")
     limits: ResourceList | None = Field(default=None, description="Resource ceilings.")
     gpus: int = Field(default=0, ge=0, description="GPUs per replica.")
-    gpu_type: str | None = Field(default=None, description="GPU model to select, e.g. 'nvidia-l4'.")
+    gpu_type: str | None = Field(
+        default=None, max_length=63, pattern=r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$",
+        description="GPU product to run on: the value of GPU feature discovery's product node label (the "
+                    "Platform's `gpuNodePool.gpuProductLabel`, `nvidia.com/gpu.product`), e.g. 'NVIDIA-L4' or "
+                    "'NVIDIA-A100-SXM4-80GB'; rendered as a node selector. Needs `gpus`.",
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = rules.RESOURCES
 
 
 class BatchingSpec(SpecModel):
@@ -93,17 +98,12 @@ class BatchingSpec(SpecModel):
     max_batch_size: int = Field(ge=1, description="Largest batch assembled.")
     max_latency_ms: float = Field(gt=0, description="Longest a request waits for a batch to fill.")
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None,
+        default=None, max_length=16,
         description="Batch sizes the batcher tries to form first (triton: dynamic_batching "
                     "preferred_batch_size); each at most maxBatchSize. Unset: maxBatchSize.",
     )
 
-    @model_validator(mode="after")
-    def _preferred(self) -> BatchingSpec:
-        too_big = [n for n in self.preferred_batch_sizes or [] if n > self.max_batch_size]
-        if too_big:
-            raise ValueError(f"preferredBatchSizes {too_big} must not exceed maxBatchSize ({self.max_batch_size})")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.BATCHING
 
 
 class FeaturesSpec(SpecModel):
@@ -119,7 +119,7 @@ class FeaturesSpec(SpecModel):
         description="Request input holding the entity ids; the Feast entity's join key (e.g. 'flower_id').",
     )
     features: list[FeatureName] = Field(
-        min_length=1,
+        min_length=1, max_length=256,
         description="Features to fetch, as '<feature_view>:<feature>'; each feature name is a model input.",
     )
     on_missing: Literal["error", "default"] = Field(
@@ -133,8 +133,12 @@ class FeaturesSpec(SpecModel):
         "is 'default'.",
     )
 
+    RULES: ClassVar[tuple[Rule, ...]] = rules.FEATURES
+
     @model_validator(mode="after")
     def _consistent(self) -> FeaturesSpec:
+        # Not CEL (the name after ':' needs `split`, outside the CEL library the API-server emulator has):
+        # the API server accepts these, the operator refuses them with this message (Ready=False, InvalidSpec).
         names = [f.split(":", 1)[1] for f in self.features]
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
@@ -142,9 +146,6 @@ class FeaturesSpec(SpecModel):
                              "are the feature names, so each must be unique")
         if self.entity_key in names:
             raise ValueError(f"entityKey '{self.entity_key}' is also a feature name")
-        unknown = sorted(set(self.defaults) - set(self.features))
-        if unknown:
-            raise ValueError(f"defaults: {unknown} are not in `features`")
         return self
 
 
@@ -153,15 +154,7 @@ class RetrievalSpec(SpecModel):
 
     collection: str = Field(description="Vector store collection to search.")
     top_k: int = Field(default=4, ge=1, le=100, description="Chunks retrieved per query.")
-    chunk_size: int = Field(default=512, ge=1, description="Characters per chunk when indexing.")
-    chunk_overlap: int = Field(default=64, ge=0, description="Characters shared by adjacent chunks.")
-
-    @model_validator(mode="after")
-    def _overlap(self) -> RetrievalSpec:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError(f"chunkOverlap ({self.chunk_overlap}) must be less than "
-                             f"chunkSize ({self.chunk_size})")
-        return self
+    # Chunking is the collection's (Platform `spec.vectorStore.collections[].chunkSize`), not the reader's.
 
 
 class EmbedderSpec(SpecModel):
@@ -170,6 +163,11 @@ class EmbedderSpec(SpecModel):
     model: ModelUri = Field(
         default="models:/mlplane-embedder@champion",
         description="Embedder to load; moving its alias needs the collection re-ingested with the new model.",
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="Per-replica resources of the Embedder (Ray actor options and, in the cluster, the worker "
+                    "pods it runs on); unset: 1 CPU, no GPU.",
     )
 
 
@@ -198,13 +196,7 @@ class GeneratorSpec(SpecModel):
     temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
     timeout_seconds: float = Field(default=120, gt=0, description="Remote request timeout.")
 
-    @model_validator(mode="after")
-    def _remote_needs_url(self) -> GeneratorSpec:
-        if self.type in ("openai", "kserve-v2") and not self.url:
-            raise ValueError(f"type '{self.type}' needs `url` (the server's base URL, e.g. 'http://llm:8080')")
-        if self.type == "kserve-v2" and not self.model_name:
-            raise ValueError("type 'kserve-v2' needs `modelName` (the model's name in /v2/models/NAME/generate)")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.GENERATOR
 
 
 class RagSpec(SpecModel):
@@ -231,6 +223,14 @@ class RolloutSpec(SpecModel):
         description="Share of traffic (0-100) the newest version gets while the previous one keeps the rest "
                     "(KServe canaryTrafficPercent; needs KServe's Serverless mode). Unset: all traffic moves.",
     )
+    allow_outage: bool = Field(
+        default=False,
+        description="A deployment that may run a single replica (replicas or minReplicas ≤ 1) with GPUs and no "
+                    "spare GPU (`gpuNodePool.gpuHeadroom` below its GPUs per replica): false (default) — a new "
+                    "version starts next to the old pod and waits for a free GPU (no outage, the rollout stays "
+                    "Pending until one frees up), and node drains never evict the last ready replica; true — the "
+                    "old pod stops first (an outage until the new one is ready) and drains may evict it.",
+    )
 
 
 class ModelDeploymentSpec(SpecModel):
@@ -240,10 +240,20 @@ class ModelDeploymentSpec(SpecModel):
         description="'models:/<name>@<alias>', 'models:/<name>/<version>' or a storage URI."
     )
     runtime: Runtime = Field(default="kserve", description="Model server runtime.")
+    platform: DnsLabel | None = Field(
+        default=None,
+        **scoped("resource", "Cluster: the Platform object whose services and defaults this deployment uses, in "
+                 "the deployment's namespace, else in the operator's namespace; unset: the Platform named "
+                 "'default', looked up the same way. Locally the Platform given to `mlplane up -f` applies."),
+    )
     replicas: int = Field(default=1, ge=0, description="Replica count when autoscaling is unset.")
     autoscaling: AutoscalingSpec | None = Field(default=None, description="Autoscaling; overrides replicas.")
     rollout: RolloutSpec | None = Field(default=None, description="Canary rollout of new versions (cluster).")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica resources.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="Per-replica resources (runtime ray: the Generator's; the Embedder's are "
+                    "`rag.embedder.resources`).",
+    )
     batching: BatchingSpec | None = Field(default=None, description="Dynamic batching (triton, ray).")
     instances: int = Field(
         default=1, ge=1,
@@ -261,23 +271,7 @@ class ModelDeploymentSpec(SpecModel):
         default=None, ge=0, description="Expected seconds from start to ready; used for readiness timeouts."
     )
 
-    @model_validator(mode="after")
-    def _canary_needs_knative_scaling(self) -> ModelDeploymentSpec:
-        if self.rollout is not None and self.rollout.canary_traffic_percent is not None:
-            if self.autoscaling is not None:
-                raise ValueError("rollout.canaryTrafficPercent runs KServe in Serverless mode, which scales with "
-                                 "Knative's autoscaler, not KEDA; remove `autoscaling` or the canary")
-            if self.runtime == "ray":
-                raise ValueError("rollout.canaryTrafficPercent applies to runtimes kserve and triton; "
-                                 "remove it for runtime: ray")
-        return self
-
-    @model_validator(mode="after")
-    def _rag_needs_ray(self) -> ModelDeploymentSpec:
-        if self.rag is not None and "runtime" in self.model_fields_set and self.runtime != "ray":
-            raise ValueError(f"`rag` is served by runtime 'ray' only (runtime is '{self.runtime}'); "
-                             "set runtime: ray or remove `rag`")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.DEPLOYMENT_SPEC
 
 
 class DeploymentStatus(Status):

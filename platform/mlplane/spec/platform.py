@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from mlplane.spec.common import API_VERSION, DnsLabel, Metadata, Runtime, SpecModel, Status
+from mlplane.spec import rules
+from mlplane.spec.common import API_VERSION, DnsLabel, Metadata, Runtime, SpecModel, Status, scoped
+from mlplane.spec.rules import Rule
 
 
 class TrackingSpec(SpecModel):
@@ -19,21 +21,17 @@ class TrackingSpec(SpecModel):
     )
     uri: str | None = Field(default=None, description="Tracking URI; required when mode is 'external'.")
     port: int | None = Field(
-        default=None, ge=1, le=65535, description="Port for the embedded server; unset picks a free port."
+        default=None, ge=1, le=65535, **scoped("local", "Port for the embedded server; unset picks a free port.")
     )
     backend_store_uri: str | None = Field(
-        default=None, description="MLflow backend store URI; unset lets the runtime decide."
+        default=None,
+        **scoped("local", "MLflow backend store URI of the embedded server; unset lets the runtime decide."),
     )
     artifacts_destination: str | None = Field(
-        default=None, description="Where MLflow stores artifacts; unset lets the runtime decide."
+        default=None, **scoped("local", "Where the embedded MLflow stores artifacts; unset lets the runtime decide.")
     )
 
-    @model_validator(mode="after")
-    def _external_needs_uri(self) -> TrackingSpec:
-        if self.mode == "external" and not self.uri:
-            raise ValueError("mode 'external' needs `uri` (e.g. 'http://mlflow.example:5000'); "
-                             "or use mode 'embedded'")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.TRACKING
 
 
 class SecretKeyRef(SpecModel):
@@ -98,7 +96,7 @@ class FeatureStoreSpec(SpecModel):
         default="mlplane", pattern=r"^[A-Za-z0-9_]+$", description="Feast project name (letters, digits, '_')."
     )
     port: int | None = Field(
-        default=None, ge=1, le=65535, description="Port of the local feature server; unset picks a free port."
+        default=None, ge=1, le=65535, **scoped("local", "Port of the local feature server; unset picks a free port.")
     )
     registry: str | None = Field(
         default=None,
@@ -195,17 +193,18 @@ class VectorCollectionSpec(SpecModel):
         default=None, description="Cluster: cron schedule of the ingest CronJob; unset renders a one-off Job only."
     )
 
-    @model_validator(mode="after")
-    def _overlap(self) -> VectorCollectionSpec:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError(f"chunkOverlap ({self.chunk_overlap}) must be less than chunkSize ({self.chunk_size})")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.VECTOR_COLLECTION
+
+
+# The env var that carries the Milvus token into pods and processes (from `vectorStore.tokenSecret`).
+VECTOR_STORE_TOKEN_ENV = "MLPLANE_VECTOR_STORE_TOKEN"
 
 
 class VectorStoreSpec(SpecModel):
     """Milvus vector store."""
 
-    enabled: bool = Field(default=False, description="Run a vector store.")
+    enabled: bool = Field(default=False, **scoped("local", "Run a vector store (`mlplane up` starts Milvus Lite or "
+                                                    "connects to `uri`); in the cluster `uri` is what counts."))
     backend: Literal["milvus-lite", "milvus"] = Field(
         default="milvus-lite",
         description="'milvus-lite': the local runtime runs a Milvus Lite server on 127.0.0.1 with its data "
@@ -215,8 +214,15 @@ class VectorStoreSpec(SpecModel):
         default=None,
         description="Milvus URI, e.g. 'http://milvus.mlplane.svc:19530'; required with backend 'milvus'.",
     )
+    token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="The Milvus token (user:password or an API key), from a Secret: in the cluster the "
+        "RayService pods get it as the env var MLPLANE_VECTOR_STORE_TOKEN (`secretKeyRef`), never inline; "
+        "unset: Milvus without authentication.",
+    )
     port: int | None = Field(
-        default=None, ge=1, le=65535, description="milvus-lite: port of the local server; unset picks a free port."
+        default=None, ge=1, le=65535,
+        **scoped("local", "milvus-lite: port of the local server; unset picks a free port."),
     )
     embedding_model: str | None = Field(
         default=None,
@@ -225,19 +231,10 @@ class VectorStoreSpec(SpecModel):
     )
     index: VectorIndexSpec = Field(default_factory=VectorIndexSpec, description="Index and search parameters.")
     collections: list[VectorCollectionSpec] = Field(
-        default_factory=list, description="Collections the ingestion pipeline keeps up to date."
+        default_factory=list, max_length=64, description="Collections the ingestion pipeline keeps up to date."
     )
 
-    @model_validator(mode="after")
-    def _milvus_needs_uri(self) -> VectorStoreSpec:
-        if self.enabled and self.backend == "milvus" and not self.uri:
-            raise ValueError("backend 'milvus' needs `uri` (e.g. 'http://milvus.mlplane.svc:19530'); "
-                             "or use backend 'milvus-lite'")
-        names = [c.name for c in self.collections]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"collections: duplicate names {duplicates}")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.VECTOR_STORE
 
     def collection(self, name: str) -> VectorCollectionSpec | None:
         """The collection called ``name``, if the spec declares one."""
@@ -247,8 +244,8 @@ class VectorStoreSpec(SpecModel):
 class ServingSpec(SpecModel):
     """Defaults for model servers."""
 
-    host: str = Field(default="127.0.0.1", description="Address model servers bind to.")
-    grpc: bool = Field(default=True, description="Also serve the gRPC (Open Inference Protocol) endpoint.")
+    host: str = Field(default="127.0.0.1", **scoped("local", "Address model servers bind to."))
+    grpc: bool = Field(default=True, **scoped("local", "Also serve the gRPC (Open Inference Protocol) endpoint."))
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
     )
@@ -257,6 +254,12 @@ class ServingSpec(SpecModel):
     )
     default_runtime: Runtime = Field(
         default="kserve", description="Runtime used by deployments that do not name one."
+    )
+    service_account_name: DnsLabel = Field(
+        default="mlplane-model-server",
+        description="Cluster: the Kubernetes service account that InferenceServices, RayServices and ingestion "
+        "Jobs run under (their cloud identity: IRSA / Workload Identity). The mlplane chart creates it, with "
+        "its annotations, in the release namespace and every namespace of its `serving.namespaces`.",
     )
 
 
@@ -307,6 +310,11 @@ class GpuNodePoolSpec(SpecModel):
         default_factory=_default_tolerations, description="Tolerations added to GPU pods."
     )
     gpu_resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource name for GPUs.")
+    gpu_product_label: str = Field(
+        default="nvidia.com/gpu.product",
+        description="Node label holding the GPU product (set by GPU feature discovery); a deployment's "
+        "`resources.gpuType` is rendered as a node selector on it.",
+    )
     gpu_headroom: int = Field(
         default=0,
         ge=0,
@@ -336,7 +344,7 @@ class Platform(SpecModel):
 
     api_version: Literal["mlplane.io/v1alpha1"] = Field(default=API_VERSION, description="API version.")
     kind: Literal["Platform"] = Field(default="Platform", description="Resource kind.")
-    metadata: Metadata = Field(description="Object metadata.")
+    metadata: Metadata = Field(**scoped("resource", "Object metadata."))
     spec: PlatformSpec = Field(default_factory=PlatformSpec, description="Desired state.")
     status: Status | None = Field(default=None, description="Observed state, written by runtimes.")
 

@@ -1,6 +1,7 @@
 # ---------------------------------------------------------------------------------------------
-# IRSA roles. Each trust policy admits exactly one Kubernetes service account
-# (StringEquals on <issuer>:sub) and only STS as audience (<issuer>:aud).
+# IRSA roles. Each trust policy admits exactly its Kubernetes service accounts (StringEquals on
+# <issuer>:sub: one for MLflow and the autoscaler; the model servers' account in mlplane_namespace
+# and each of model_server_namespaces) and only STS as audience (<issuer>:aud).
 # Policies are built with jsonencode (not aws_iam_policy_document) so the module's tests can
 # decode and assert them under a mocked provider.
 # ---------------------------------------------------------------------------------------------
@@ -8,10 +9,13 @@
 locals {
   oidc_issuer_host = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
 
-  irsa_service_accounts = {
-    mlflow             = { namespace = var.mlplane_namespace, service_account = var.mlflow_service_account }
-    model_server       = { namespace = var.mlplane_namespace, service_account = var.model_server_service_account }
-    cluster_autoscaler = { namespace = var.cluster_autoscaler_namespace, service_account = var.cluster_autoscaler_service_account }
+  # The chart creates the model servers' account in its release namespace and in serving.namespaces.
+  model_server_namespaces = distinct(concat([var.mlplane_namespace], var.model_server_namespaces))
+
+  irsa_subjects = {
+    mlflow             = ["system:serviceaccount:${var.mlplane_namespace}:${var.mlflow_service_account}"]
+    model_server       = [for ns in local.model_server_namespaces : "system:serviceaccount:${ns}:${var.model_server_service_account}"]
+    cluster_autoscaler = ["system:serviceaccount:${var.cluster_autoscaler_namespace}:${var.cluster_autoscaler_service_account}"]
   }
 
   bucket_arn = aws_s3_bucket.artifacts.arn
@@ -97,7 +101,7 @@ locals {
 }
 
 resource "aws_iam_role" "irsa" {
-  for_each = local.irsa_service_accounts
+  for_each = local.irsa_subjects
 
   name = "${var.cluster_name}-${replace(each.key, "_", "-")}"
   assume_role_policy = jsonencode({
@@ -108,7 +112,7 @@ resource "aws_iam_role" "irsa" {
       Action    = "sts:AssumeRoleWithWebIdentity"
       Condition = {
         StringEquals = {
-          "${local.oidc_issuer_host}:sub" = "system:serviceaccount:${each.value.namespace}:${each.value.service_account}"
+          "${local.oidc_issuer_host}:sub" = jsondecode(length(each.value) == 1 ? jsonencode(each.value[0]) : jsonencode(each.value))
           "${local.oidc_issuer_host}:aud" = "sts.amazonaws.com"
         }
       }

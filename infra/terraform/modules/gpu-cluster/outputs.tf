@@ -96,6 +96,8 @@ output "mlplane_values" {
     region                      = local.region
     mlflow_role_arn             = aws_iam_role.irsa["mlflow"].arn
     model_server_role_arn       = aws_iam_role.irsa["model_server"].arn
+    model_server_account        = var.model_server_service_account
+    model_server_namespaces     = [for ns in local.model_server_namespaces : ns if ns != var.mlplane_namespace]
     cluster_autoscaler_role_arn = aws_iam_role.irsa["cluster_autoscaler"].arn
   })
 }

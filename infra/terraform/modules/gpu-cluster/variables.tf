@@ -358,9 +358,20 @@ variable "mlflow_service_account" {
 }
 
 variable "model_server_service_account" {
-  description = "Service account of model servers (S3 read-only on the artifact bucket)."
+  description = "Service account of model servers (S3 read-only on the artifact bucket): the Platform's spec.serving.serviceAccountName, created by the mlplane chart (serving.serviceAccount.name)."
   type        = string
   default     = "mlplane-model-server"
+}
+
+variable "model_server_namespaces" {
+  description = "Namespaces besides mlplane_namespace where models are deployed. The model-server role trusts model_server_service_account in each; the rendered chart values list them in serving.namespaces, so the chart creates the account there."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for ns in var.model_server_namespaces : can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", ns))])
+    error_message = "model_server_namespaces must be Kubernetes namespace names (lowercase letters, digits and '-', at most 63 characters)."
+  }
 }
 
 variable "cluster_autoscaler_namespace" {

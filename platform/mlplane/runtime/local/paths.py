@@ -88,6 +88,25 @@ class StatePaths:
         digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"mlplane-{digest}.sock"
 
+    @property
+    def control_dir(self) -> Path:
+        """Model control (mode 0700): the model servers' control sockets and the Triton control key."""
+        return self.root / "control"
+
+    @property
+    def control_key_file(self) -> Path:
+        """The per-platform secret (0600) the supervisor sends on Triton's restricted model-repository API."""
+        return self.control_dir / "model-control.key"
+
+    def control_socket(self, deployment: str) -> Path:
+        """A kserve model server's control socket: version swaps, reachable by the supervisor only."""
+        path = self.control_dir / f"{deployment}.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
+        name = hashlib.sha1(deployment.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"mlplane-{digest}-control" / f"{name}.sock"
+
     def log_file(self, component: str) -> Path:
         return self.logs / f"{component}.log"
 

@@ -104,6 +104,7 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
     """A KServe V2 model server (HTTP + gRPC) loading one MLflow pyfunc model.
 
     With ``auth.enabled`` it gets the key file's path and the default per-key limit, never a key.
+    Version swaps go through its control socket (``paths.control_socket``), never its public ports.
     """
     argv = (
         sys.executable, "-m", "mlplane.serving",
@@ -115,6 +116,7 @@ def kserve_process(paths: StatePaths, name: str, model: ResolvedModel, endpoint:
         "--grpc-port", str(endpoint.grpc_port or 0),
         "--max-request-bytes", str(max_request_bytes),
         "--grace-period", str(grace_period_s),
+        "--control-socket", str(paths.control_socket(name)),
     ) + (() if endpoint.grpc_port else ("--no-grpc",))
     if auth is not None and auth.enabled:
         argv += ("--auth-keys-file", str(paths.auth_keys_file),
@@ -216,6 +218,12 @@ def ray_serve_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking
     )
 
 
+#: The header Triton's restricted model-repository API requires (``--http-restricted-api``).
+TRITON_CONTROL_HEADER = "mlplane-control-key"
+#: Triton APIs only mlplane may call: loading/unloading models, and the server's log and trace settings.
+TRITON_RESTRICTED = "model-repository,logging,trace"
+
+
 @dataclass(frozen=True)
 class TritonInstall:
     """Where the ``tritonserver`` distribution lives (the ``nvidia-pytriton`` wheel ships one)."""
@@ -228,12 +236,18 @@ class TritonInstall:
 
 
 def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_uri: str, grace_period_s: int,
-                   install: TritonInstall) -> ProcessSpec:
+                   install: TritonInstall, control_key: str = "") -> ProcessSpec:
     """``tritonserver`` in explicit model-control mode serving ``name`` from the deployment's repository.
 
     HTTP, gRPC and metrics bind ``endpoint.host``; the backend directory is the deployment's own
     copy of the Python backend with the stub for this interpreter (see ``TritonRuntime.prepare``).
+    Model control (and Triton's log/trace settings) answer only requests that carry
+    ``TRITON_CONTROL_HEADER: control_key`` (the supervisor's per-platform secret); without a key, a
+    random one nobody knows: closed to everybody.
     """
+    import secrets
+
+    key = control_key or secrets.token_urlsafe(32)
     base = paths.triton_dir(name)
     argv = [
         str(install.binary),
@@ -247,9 +261,11 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
         f"--exit-timeout-secs={grace_period_s}",
         f"--http-address={endpoint.host}",
         f"--http-port={endpoint.http_port}",
+        f"--http-restricted-api={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}",
     ]
     if endpoint.grpc_port:
-        argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}"]
+        argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}",
+                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}"]
     else:
         argv.append("--allow-grpc=false")
     if endpoint.metrics_port:

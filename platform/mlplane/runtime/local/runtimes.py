@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
+    TRITON_CONTROL_HEADER,
     Endpoint,
     ProcessSpec,
     ResolvedModel,
@@ -47,14 +48,18 @@ class ServingContext:
     grace_period_s: int
     auth: AuthSpec | None = None  # spec.auth of the platform
     vector_store_uri: str | None = None  # where the platform's Milvus answers (runtime 'ray')
+    control_key: str = field(default="", repr=False)  # the supervisor's model-control secret (Triton)
 
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """``POST path`` with ``body`` on the server's HTTP endpoint makes it serve another version."""
+    """``POST path`` with ``body`` (and ``headers``) makes the server serve another version: on its control
+    socket when ``socket`` is set (kserve), else on its HTTP endpoint (Triton: with its control key)."""
 
     path: str
     body: Mapping[str, Any]
+    socket: Path | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class LocalRuntime(Protocol):
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec: ...
 
-    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest: ...
+    def load_request(self, name: str, model: ResolvedModel, ctx: ServingContext | None = None) -> LoadRequest: ...
 
     def workdir(self, paths: StatePaths, name: str) -> Path | None:
         """Where :meth:`prepare` writes a deployment's files; removed when the deployment is."""
@@ -108,9 +113,10 @@ class KServeRuntime:
         return kserve_process(ctx.paths, name, model, endpoint, ctx.tracking_uri, ctx.max_request_bytes,
                               ctx.grace_period_s, ctx.auth)
 
-    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
+    def load_request(self, name: str, model: ResolvedModel, ctx: ServingContext | None = None) -> LoadRequest:
         return LoadRequest(f"/v2/repository/models/{name}/load",
-                           {"parameters": {"model_uri": model.uri, "model_version": model.version}})
+                           {"parameters": {"model_uri": model.uri, "model_version": model.version}},
+                           socket=ctx.paths.control_socket(name) if ctx is not None else None)
 
     def workdir(self, paths: StatePaths, name: str) -> Path | None:
         return None
@@ -186,10 +192,12 @@ class TritonRuntime:
         )
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
-        return triton_process(ctx.paths, name, endpoint, ctx.tracking_uri, ctx.grace_period_s, self.install)
+        return triton_process(ctx.paths, name, endpoint, ctx.tracking_uri, ctx.grace_period_s, self.install,
+                              ctx.control_key)
 
-    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
-        return LoadRequest(f"/v2/repository/models/{name}/load", {})
+    def load_request(self, name: str, model: ResolvedModel, ctx: ServingContext | None = None) -> LoadRequest:
+        headers = {TRITON_CONTROL_HEADER: ctx.control_key} if ctx is not None and ctx.control_key else {}
+        return LoadRequest(f"/v2/repository/models/{name}/load", {}, headers=headers)
 
     def workdir(self, paths: StatePaths, name: str) -> Path | None:
         return paths.triton_dir(name)
@@ -234,7 +242,7 @@ class RayRuntime:
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
         return ray_serve_process(ctx.paths, name, endpoint, ctx.tracking_uri)
 
-    def load_request(self, name: str, model: ResolvedModel) -> LoadRequest:
+    def load_request(self, name: str, model: ResolvedModel, ctx: ServingContext | None = None) -> LoadRequest:
         return LoadRequest("/v1/admin/generator/wait", {"version": model.version})
 
     def workdir(self, paths: StatePaths, name: str) -> Path | None:

@@ -77,6 +77,7 @@ class Supervisor:
         self._restarts: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient()
         self._control_headers: dict[str, str] = {}  # with auth on: the supervisor's key, for version switches
+        self._control_key = ""  # the per-platform model-control secret (Triton's restricted API), never logged
         self._lock_fd: int | None = None
         try:
             self._ports: dict[str, int] = json.loads(paths.ports_file.read_text())
@@ -131,6 +132,7 @@ class Supervisor:
             await self._shutdown()
 
     async def _start_platform(self) -> None:
+        self._control_key = await asyncio.to_thread(control_key, self.paths)
         if self.platform.spec.auth.enabled:  # a fresh key each session: hashed in the key file, the key in memory
             key = await asyncio.to_thread(KeyStore(self.paths.auth_keys_file).issue_system_key)
             self._control_headers = {"Authorization": f"Bearer {key}"}
@@ -311,7 +313,8 @@ class Supervisor:
     def _serving_context(self) -> ServingContext:
         serving = self.platform.spec.serving
         return ServingContext(self.paths, self.tracking_uri, serving.max_request_bytes,
-                              serving.grace_period_seconds, self.platform.spec.auth, self.vector_store_uri)
+                              serving.grace_period_seconds, self.platform.spec.auth, self.vector_store_uri,
+                              control_key=self._control_key)
 
     def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
         spec = runtime_for(dep.spec.runtime).process(self._serving_context(), dep.metadata.name, resolved, endpoint)
@@ -402,14 +405,22 @@ class Supervisor:
         """Load ``resolved`` next to the served model inside the server, then switch atomically.
 
         The server keeps answering on the old model until the new one is loaded and warmed up;
-        in-flight requests finish on the old one. No proxy, no second listener, no failed request.
+        in-flight requests finish on the old one. No proxy, no failed request. The request goes where
+        only mlplane reaches: the kserve server's control socket, or Triton's restricted API with the key.
         """
         name = dep.spec.metadata.name
-        load = runtime_for(dep.spec.spec.runtime).load_request(name, resolved)
+        load = runtime_for(dep.spec.spec.runtime).load_request(name, resolved, self._serving_context())
         await self._prepare(dep.spec, resolved)
+        headers = {"Connection": "close", **self._control_headers, **load.headers}
         try:
-            r = await self._http.post(dep.endpoint.url + load.path, json=dict(load.body), timeout=600.0,
-                                      headers={"Connection": "close", **self._control_headers})
+            if load.socket is not None:
+                transport = httpx.AsyncHTTPTransport(uds=str(load.socket))
+                async with httpx.AsyncClient(transport=transport) as control:
+                    r = await control.post("http://model-control" + load.path, json=dict(load.body),
+                                           timeout=600.0, headers=headers)
+            else:
+                r = await self._http.post(dep.endpoint.url + load.path, json=dict(load.body), timeout=600.0,
+                                          headers=headers)
         except httpx.HTTPError as exc:
             r = None
             failure = f"model server for '{name}' did not answer the load: {exc}"
@@ -530,6 +541,25 @@ class Supervisor:
             self._stopping.set()
             return {"stopping": True}
         raise OperationError(f"unknown operation {op!r}")
+
+
+def control_key(paths: StatePaths) -> str:
+    """The platform's model-control secret: read from ``paths.control_key_file``, created (0600, in a 0700
+    directory) on first use. It survives restarts, so model servers of an earlier session keep accepting it."""
+    import secrets
+
+    paths.control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(paths.control_dir, 0o700)
+    with contextlib.suppress(FileNotFoundError):
+        key = paths.control_key_file.read_text().strip()
+        if key:
+            os.chmod(paths.control_key_file, 0o600)
+            return key
+    key = secrets.token_urlsafe(32)
+    fd = os.open(paths.control_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
 
 
 def main(argv: list[str] | None = None) -> int:

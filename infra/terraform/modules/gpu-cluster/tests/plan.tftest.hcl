@@ -267,6 +267,11 @@ run "custom_service_accounts" {
     condition     = jsondecode(aws_iam_role.irsa["model_server"].assume_role_policy).Statement[0].Condition.StringEquals["oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:sub"] == "system:serviceaccount:ml:serving"
     error_message = "the model-server role must follow mlplane_namespace/model_server_service_account"
   }
+
+  assert {
+    condition     = yamldecode(output.mlplane_values).platform.serving.serviceAccountName == "serving" && yamldecode(output.mlplane_values).serving.namespaces == []
+    error_message = "the chart values must name the model-server account the role trusts"
+  }
 }
 
 run "values_file_for_the_chart" {
@@ -299,13 +304,48 @@ run "values_file_for_the_chart" {
   }
 
   assert {
-    condition = yamldecode(output.mlplane_values).gpuNodePool == {
+    condition = yamldecode(output.mlplane_values).platform.gpuNodePool == {
       nodeSelector    = { "nvidia.com/gpu.present" = "true" }
       tolerations     = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
       gpuResourceName = "nvidia.com/gpu"
       gpuHeadroom     = 0
     }
     error_message = "gpuNodePool must match the GPU node groups' label and taint"
+  }
+}
+
+run "model_servers_in_several_namespaces" {
+  command = plan
+
+  variables {
+    model_server_namespaces = ["team-a", "mlplane", "team-b"]
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_role.irsa["model_server"].assume_role_policy).Statement[0].Condition.StringEquals == {
+      "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:sub" = [
+        "system:serviceaccount:mlplane:mlplane-model-server",
+        "system:serviceaccount:team-a:mlplane-model-server",
+        "system:serviceaccount:team-b:mlplane-model-server",
+      ]
+      "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:aud" = "sts.amazonaws.com"
+    }
+    error_message = "the model-server role must trust its account in mlplane_namespace and each model_server_namespaces entry, nothing else"
+  }
+
+  # The chart creates the account in its release namespace (mlplane_namespace) and in serving.namespaces,
+  # named by the release Platform's serving.serviceAccountName: exactly the subjects the role trusts.
+  assert {
+    condition = toset([
+      for ns in concat([var.mlplane_namespace], yamldecode(output.mlplane_values).serving.namespaces) :
+      "system:serviceaccount:${ns}:${yamldecode(output.mlplane_values).platform.serving.serviceAccountName}"
+    ]) == toset(jsondecode(aws_iam_role.irsa["model_server"].assume_role_policy).Statement[0].Condition.StringEquals["oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:sub"])
+    error_message = "the rendered chart values must name exactly the namespaces and account the model-server role trusts"
+  }
+
+  assert {
+    condition     = jsondecode(aws_iam_role.irsa["mlflow"].assume_role_policy).Statement[0].Condition.StringEquals["oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE:sub"] == "system:serviceaccount:mlplane:mlplane-mlflow"
+    error_message = "model_server_namespaces must not widen the MLflow role's trust"
   }
 }
 

@@ -96,3 +96,11 @@ run "existing_vpc_without_subnets" {
   }
   expect_failures = [var.vpc_id]
 }
+
+run "model_server_namespace_not_a_name" {
+  command = plan
+  variables {
+    model_server_namespaces = ["Team_A"]
+  }
+  expect_failures = [var.model_server_namespaces]
+}

@@ -1,0 +1,277 @@
+"""Cross-field rules of the spec, defined once: a CEL expression for the API server, a Python predicate for
+`mlplane validate` (and the loader), and the same rules re-checked by the cluster render.
+
+Each spec model lists its rules in ``RULES``; :class:`mlplane.spec.common.SpecModel` evaluates them after
+field validation, and ``python -m mlplane.k8s.crds`` writes them into the CRDs as
+``x-kubernetes-validations`` on the object they sit on. ``self`` in the CEL text is that object as the API
+server sees it: camelCase keys, unset fields absent (``has()``), pydantic defaults applied where the CRD
+has them. Tests evaluate every rule's CEL on a bad and a good example with ``celpy`` and hold it equal to
+the Python predicate.
+
+Rules on the runtime only fire when ``spec.runtime`` is given: a deployment that names none gets the
+Platform's ``serving.defaultRuntime``, which neither `validate` nor the API server knows. The render
+checks the same rules again with the effective runtime (:func:`check_effective`).
+
+Only the CEL standard library that ``celpy`` implements is used (no ``split``/``lowerAscii``), so the
+operator's API-server emulator evaluates the same text; the few checks that need more stay plain
+validators in their model (feature name clashes, credential-looking store options).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field rule of one spec model."""
+
+    name: str
+    cel: str  # true when the object is valid
+    message: str  # what the API server says (static); `explain` adds the values for `validate`
+    holds: Callable[[Any], bool]  # the same rule over the pydantic object
+    field_path: str = ""  # the field the rule is about, relative to the object (CRD fieldPath), e.g. ".batching"
+    explain: Callable[[Any], str] | None = None
+
+    def describe(self, obj: Any) -> str:
+        return self.explain(obj) if self.explain else self.message
+
+    def validation(self) -> dict[str, str]:
+        """The CRD `x-kubernetes-validations` entry."""
+        out = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+def violations(obj: Any) -> list[str]:
+    """Messages of every rule of ``obj``'s model that ``obj`` breaks."""
+    return [rule.describe(obj) for rule in getattr(type(obj), "RULES", ()) if not rule.holds(obj)]
+
+
+def given_runtime(spec: Any) -> str | None:
+    """``spec.runtime`` when the deployment names one, else None (the Platform decides)."""
+    return spec.runtime if "runtime" in spec.model_fields_set else None
+
+
+def check_effective(spec: Any, runtime: str) -> list[str]:
+    """The ModelDeploymentSpec rules with ``runtime`` as the effective runtime (what the render serves)."""
+    pinned = spec.model_copy(update={"runtime": runtime})
+    pinned.model_fields_set.add("runtime")
+    return violations(pinned)
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _runtime_is(cel_runtime: str) -> str:
+    return f"(has(self.runtime) && self.runtime == '{cel_runtime}')"
+
+
+# --------------------------------------------------------------------------- ModelDeploymentSpec
+def _canary(spec: Any) -> bool:
+    return spec.rollout is not None and spec.rollout.canary_traffic_percent is not None
+
+
+_RAY_METRICS = ("concurrency",)
+
+DEPLOYMENT_SPEC: tuple[Rule, ...] = (
+    Rule(
+        name="canary-without-autoscaling",
+        cel="!(has(self.rollout) && has(self.rollout.canaryTrafficPercent) && has(self.autoscaling))",
+        message="rollout.canaryTrafficPercent runs KServe in Serverless mode, which scales with Knative's "
+                "autoscaler, not KEDA; remove `autoscaling` or the canary",
+        holds=lambda s: not (_canary(s) and s.autoscaling is not None),
+        field_path=".rollout.canaryTrafficPercent",
+    ),
+    Rule(
+        name="rollout-not-ray",
+        cel=f"!(has(self.rollout) && {_runtime_is('ray')})",
+        message="spec.rollout (canaryTrafficPercent, allowOutage) applies to runtimes kserve and triton; "
+                "runtime ray updates the Generator in place: remove `rollout`",
+        holds=lambda s: not (s.rollout is not None and given_runtime(s) == "ray"),
+        field_path=".rollout",
+    ),
+    Rule(
+        name="rag-needs-ray",
+        cel="!has(self.rag) || !has(self.runtime) || self.runtime == 'ray'",
+        message="`rag` is served by runtime 'ray' only; set runtime: ray or remove `rag`",
+        holds=lambda s: s.rag is None or given_runtime(s) in (None, "ray"),
+        field_path=".rag",
+        explain=lambda s: f"`rag` is served by runtime 'ray' only (runtime is '{s.runtime}'); "
+                          "set runtime: ray or remove `rag`",
+    ),
+    Rule(
+        name="retrieval-needs-ray",
+        cel="!has(self.retrieval) || !has(self.runtime) || self.runtime == 'ray'",
+        message="`retrieval` is used by runtime 'ray' (the RAG service's default collection) only; "
+                "set runtime: ray or remove `retrieval`",
+        holds=lambda s: s.retrieval is None or given_runtime(s) in (None, "ray"),
+        field_path=".retrieval",
+    ),
+    Rule(
+        name="features-need-kserve",
+        cel="!has(self.features) || !has(self.runtime) || self.runtime == 'kserve'",
+        message="`features` (online Feast lookup) is served by runtime 'kserve' only; set runtime: kserve "
+                "or remove `features`",
+        holds=lambda s: s.features is None or given_runtime(s) in (None, "kserve"),
+        field_path=".features",
+    ),
+    Rule(
+        name="batching-not-kserve",
+        cel="!has(self.batching) || !has(self.runtime) || self.runtime != 'kserve'",
+        message="`batching` applies to runtimes triton (config.pbtxt dynamic_batching) and ray (the Embedder's "
+                "batches); runtime kserve serves each request on its own: remove `batching` or use triton",
+        holds=lambda s: s.batching is None or given_runtime(s) != "kserve",
+        field_path=".batching",
+    ),
+    Rule(
+        name="instances-need-triton",
+        cel="!has(self.instances) || self.instances == 1 || !has(self.runtime) || self.runtime == 'triton'",
+        message="`instances` (model instances per replica: Triton's instance_group count) applies to runtime "
+                "triton only; remove it or use runtime: triton",
+        holds=lambda s: s.instances == 1 or given_runtime(s) in (None, "triton"),
+        field_path=".instances",
+    ),
+    Rule(
+        name="ray-scales-on-requests-in-flight",
+        cel=f"!{_runtime_is('ray')} || !has(self.autoscaling) || !has(self.autoscaling.target) || "
+            "!has(self.autoscaling.target.metric) || self.autoscaling.target.metric in "
+            f"[{', '.join(repr(m) for m in _RAY_METRICS)}]",
+        message="autoscaling.target.metric: runtime 'ray' scales on requests in flight per replica; use "
+                "'concurrency'",
+        holds=lambda s: not (given_runtime(s) == "ray" and s.autoscaling is not None
+                             and s.autoscaling.target is not None
+                             and s.autoscaling.target.metric not in _RAY_METRICS),
+        field_path=".autoscaling.target.metric",
+        explain=lambda s: f"autoscaling.target.metric: '{s.autoscaling.target.metric}' is not available with "
+                          "runtime 'ray', which scales on requests in flight per replica; use 'concurrency'",
+    ),
+    Rule(
+        name="preferred-batch-sizes-need-triton",
+        cel=f"!({_runtime_is('ray')} && has(self.batching) && has(self.batching.preferredBatchSizes))",
+        message="batching.preferredBatchSizes is Triton's dynamic_batching setting; runtime ray batches the "
+                "Embedder up to maxBatchSize only: remove preferredBatchSizes",
+        holds=lambda s: not (given_runtime(s) == "ray" and s.batching is not None
+                             and s.batching.preferred_batch_sizes is not None),
+        field_path=".batching.preferredBatchSizes",
+    ),
+    Rule(
+        name="remote-generator-without-gpus",
+        cel="!(has(self.rag) && has(self.rag.generator) && has(self.rag.generator.type) && "
+            "self.rag.generator.type != 'local') || !has(self.resources) || !has(self.resources.gpus) || "
+            "self.resources.gpus == 0",
+        message="resources.gpus: `spec.resources` sizes the RAG Generator, and a generator of type extractive, "
+                "openai or kserve-v2 runs no model here; set gpus to 0 (put GPUs on the remote server)",
+        holds=lambda s: s.rag is None or s.rag.generator.type == "local" or s.resources.gpus == 0,
+        field_path=".resources.gpus",
+    ),
+)
+
+# --------------------------------------------------------------------------- nested deployment objects
+AUTOSCALING: tuple[Rule, ...] = (
+    Rule(
+        name="max-replicas-at-least-min",
+        cel="(has(self.maxReplicas) ? self.maxReplicas : 1) >= (has(self.minReplicas) ? self.minReplicas : 1)",
+        message="maxReplicas must be greater than or equal to minReplicas",
+        holds=lambda a: a.max_replicas >= a.min_replicas,
+        field_path=".maxReplicas",
+        explain=lambda a: f"maxReplicas ({a.max_replicas}) must be greater than or equal to "
+                          f"minReplicas ({a.min_replicas})",
+    ),
+)
+
+RESOURCES: tuple[Rule, ...] = (
+    Rule(
+        name="gpu-type-needs-gpus",
+        cel="!has(self.gpuType) || (has(self.gpus) && self.gpus > 0)",
+        message="gpuType selects the GPU product of the replica's GPUs; set `gpus` (1 or more) or remove gpuType",
+        holds=lambda r: r.gpu_type is None or r.gpus > 0,
+        field_path=".gpuType",
+    ),
+)
+
+BATCHING: tuple[Rule, ...] = (
+    Rule(
+        name="preferred-batch-sizes-fit",
+        cel="!has(self.preferredBatchSizes) || self.preferredBatchSizes.all(n, n <= self.maxBatchSize)",
+        message="preferredBatchSizes must not exceed maxBatchSize",
+        holds=lambda b: all(n <= b.max_batch_size for n in b.preferred_batch_sizes or []),
+        field_path=".preferredBatchSizes",
+        explain=lambda b: (f"preferredBatchSizes {[n for n in b.preferred_batch_sizes if n > b.max_batch_size]} "
+                           f"must not exceed maxBatchSize ({b.max_batch_size})"),
+    ),
+)
+
+FEATURES: tuple[Rule, ...] = (
+    Rule(
+        name="defaults-name-features",
+        cel="!has(self.defaults) || self.defaults.all(k, k in self.features)",
+        message="defaults: every key must be one of `features`",
+        holds=lambda f: set(f.defaults) <= set(f.features),
+        field_path=".defaults",
+        explain=lambda f: f"defaults: {sorted(set(f.defaults) - set(f.features))} are not in `features`",
+    ),
+)
+
+GENERATOR: tuple[Rule, ...] = (
+    Rule(
+        name="remote-generator-needs-url",
+        cel="!has(self.type) || !(self.type in ['openai', 'kserve-v2']) || (has(self.url) && size(self.url) > 0)",
+        message="types 'openai' and 'kserve-v2' need `url` (the server's base URL, e.g. 'http://llm:8080')",
+        holds=lambda g: g.type not in ("openai", "kserve-v2") or bool(g.url),
+        field_path=".url",
+        explain=lambda g: f"type '{g.type}' needs `url` (the server's base URL, e.g. 'http://llm:8080')",
+    ),
+    Rule(
+        name="kserve-v2-needs-model-name",
+        cel="!has(self.type) || self.type != 'kserve-v2' || (has(self.modelName) && size(self.modelName) > 0)",
+        message="type 'kserve-v2' needs `modelName` (the model's name in /v2/models/NAME/generate)",
+        holds=lambda g: g.type != "kserve-v2" or bool(g.model_name),
+        field_path=".modelName",
+    ),
+)
+
+# --------------------------------------------------------------------------- Platform objects
+TRACKING: tuple[Rule, ...] = (
+    Rule(
+        name="external-tracking-needs-uri",
+        cel="!has(self.mode) || self.mode != 'external' || (has(self.uri) && size(self.uri) > 0)",
+        message="mode 'external' needs `uri` (e.g. 'http://mlflow.example:5000'); or use mode 'embedded'",
+        holds=lambda t: t.mode != "external" or bool(t.uri),
+        field_path=".uri",
+    ),
+)
+
+VECTOR_STORE: tuple[Rule, ...] = (
+    Rule(
+        name="milvus-needs-uri",
+        cel="!(has(self.enabled) && self.enabled && has(self.backend) && self.backend == 'milvus') || "
+            "(has(self.uri) && size(self.uri) > 0)",
+        message="backend 'milvus' needs `uri` (e.g. 'http://milvus.mlplane.svc:19530'); or use backend 'milvus-lite'",
+        holds=lambda v: not (v.enabled and v.backend == "milvus") or bool(v.uri),
+        field_path=".uri",
+    ),
+    Rule(
+        name="unique-collection-names",
+        cel="!has(self.collections) || self.collections.all(c, self.collections.exists_one(d, d.name == c.name))",
+        message="collections: names must be unique",
+        holds=lambda v: len({c.name for c in v.collections}) == len(v.collections),
+        field_path=".collections",
+        explain=lambda v: f"collections: duplicate names {_duplicates([c.name for c in v.collections])}",
+    ),
+)
+
+VECTOR_COLLECTION: tuple[Rule, ...] = (
+    Rule(
+        name="chunk-overlap-below-size",
+        cel="(has(self.chunkOverlap) ? self.chunkOverlap : 64) < (has(self.chunkSize) ? self.chunkSize : 512)",
+        message="chunkOverlap must be less than chunkSize",
+        holds=lambda c: c.chunk_overlap < c.chunk_size,
+        field_path=".chunkOverlap",
+        explain=lambda c: f"chunkOverlap ({c.chunk_overlap}) must be less than chunkSize ({c.chunk_size})",
+    ),
+)

@@ -1,0 +1,241 @@
+"""The operator and model-server images, built here offline, run the chart's exact container commands.
+
+Each image is built from its Containerfile (tests/images/buildah.py: a debootstrap Debian standing in
+for python:3.11-slim-bookworm, uv.lock installed from this machine's uv cache). The chart is rendered
+with the real Helm engine, and the container of the operator Deployment and of the `mlplane-mlflow`
+ClusterServingRuntime is run inside the image as the chart runs it: its command, args and env, as
+UID 1000, with /tmp an empty directory (the chart's emptyDir) and nothing else writable — after the
+run, nothing in the image's file system outside /tmp has changed (readOnlyRootFilesystem holds).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import helm_python
+import httpx
+import image_builder as buildah
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlplane._generated import REPO_ROOT
+
+CHART = REPO_ROOT / "charts" / "mlplane"
+NAMESPACE = "mlplane"
+# Where KServe's storage initializer leaves the model (the runtime's --model-uri).
+MODEL_DIR = "/mnt/models"
+# What the kubelet and the runtime itself put into a container's /etc; not the application's writes.
+RUNTIME_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname"}
+# What the kubernetes client says when neither in-cluster config nor a kubeconfig exists.
+NO_API_SERVER = "Invalid kube-config file. No configuration found."
+
+
+def chart_objects() -> list[dict]:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        manifests = chart.render({}, name="mlplane", namespace=NAMESPACE, is_install=True)
+    return [doc for path, text in manifests.items() if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def find(objs: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    return copy.deepcopy(obj)
+
+
+def container_env(container: dict, objs: list[dict]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: envFrom ConfigMaps, then env (fieldRefs resolved)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(find(objs, "ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[item["name"]] = NAMESPACE
+        else:
+            raise AssertionError(f"the test cannot provide env {item} of {container['name']}")
+    return env
+
+
+def empty_dir(tmp_path: Path, name: str) -> Path:
+    """A world-writable empty directory, as a pod's emptyDir (the test runs as root, the pod as 1000)."""
+    path = tmp_path / name
+    path.mkdir()
+    path.chmod(0o1777)
+    return path
+
+
+def changed_outside_tmp(ctr: str, since: Path) -> list[str]:
+    """Files of the container's root file system modified after `since` (outside /tmp and mounts)."""
+    root = Path(buildah.buildah("mount", ctr).strip())
+    try:
+        out = subprocess.run(["find", str(root), "-xdev", "-newer", str(since), "-not", "-type", "d"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    finally:
+        subprocess.run(buildah.buildah_cmd("umount", ctr), capture_output=True, check=False)
+    rel = [str(Path(p).relative_to(root)) for p in out]
+    return sorted(p for p in rel if not p.startswith(("tmp/", "mnt/", "proc/", "sys/", "dev/", "run/"))
+                  and p not in RUNTIME_FILES)
+
+
+@pytest.fixture(scope="module")
+def objs() -> list[dict]:
+    return chart_objects()
+
+
+# --------------------------------------------------------------------------- the model server
+@pytest.fixture(scope="module")
+def serving_image() -> str:
+    return buildah.build("mlplane-serving")
+
+
+@pytest.fixture(scope="module")
+def iris_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """An MLflow sklearn model in a directory, as KServe's storage initializer leaves it in /mnt/models."""
+    iris = load_iris(as_frame=True)
+    x = iris.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    model = LogisticRegression(max_iter=500).fit(x, iris.target)
+    root = tmp_path_factory.mktemp("artifacts")
+    path = root / "model"
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(x, model.predict(x)))
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)  # readable by UID 1000, as a storage initializer leaves it
+    rows = x.iloc[[0, 60, 120]]
+    return path, rows, model.predict(rows)
+
+
+def test_the_serving_runtime_command_serves_a_model_inside_the_image(
+        tmp_path: Path, objs: list[dict], serving_image: str,
+        iris_model: tuple[Path, pd.DataFrame, np.ndarray]) -> None:
+    runtime = find(objs, "ClusterServingRuntime", "mlplane-mlflow")
+    (container,) = runtime["spec"]["containers"]
+    assert container["image"].rsplit("/", 1)[1].startswith("mlplane-serving:")
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"] and security["runAsUser"] == 1000
+    name = "iris"  # KServe fills {{.Name}} with the InferenceService's name
+    argv = [*container["command"], *(a.replace("{{.Name}}", name) for a in container["args"])]
+    assert f"--model-uri={MODEL_DIR}" in argv
+    port = next(int(a.split("=", 1)[1]) for a in argv if a.startswith("--http-port="))
+    model_dir, rows, expected = iris_model
+
+    with buildah.container(serving_image) as ctr:
+        marker = tmp_path / "started"
+        marker.touch()
+        time.sleep(1.1)  # file times have a resolution: a change in this second must count as after it
+        log = (tmp_path / "server.log").open("w")
+        proc = subprocess.Popen(
+            buildah.run_argv(ctr, argv, env=container_env(container, objs),
+                             user=f"{security['runAsUser']}:{security['runAsGroup']}",
+                             mounts=[f"{model_dir}:{MODEL_DIR}:ro", f"{empty_dir(tmp_path, 'tmp')}:/tmp"]),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 300
+            ready = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    ready = httpx.get(f"{base}/v2/health/ready", timeout=5)
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(1)
+            output = (tmp_path / "server.log").read_text(errors="replace")
+            assert ready is not None and ready.status_code == 200, f"not ready (exit {proc.poll()}):\n{output[-4000:]}"
+            request = {"inputs": [{"name": column, "shape": [len(rows)], "datatype": "FP64",
+                                   "data": rows[column].tolist()} for column in rows.columns]}
+            answer = httpx.post(f"{base}/v2/models/{name}/infer", json=request, timeout=30)
+            assert answer.status_code == 200, answer.text
+            (out,) = answer.json()["outputs"]
+            assert out["data"] == expected.tolist() == [0, 1, 2]
+        finally:
+            buildah.stop(proc)
+            log.close()
+        assert changed_outside_tmp(ctr, marker) == []
+
+
+# --------------------------------------------------------------------------- the operator
+@pytest.fixture(scope="module")
+def operator_image() -> str:
+    return buildah.build("mlplane-operator")
+
+
+def test_the_operator_command_starts_and_fails_only_for_want_of_an_api_server(
+        tmp_path: Path, objs: list[dict], operator_image: str) -> None:
+    deployment = find(objs, "Deployment", "mlplane-operator")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"].rsplit("/", 1)[1].startswith("mlplane-operator:")
+    env = container_env(container, objs)
+    user = f"{pod['securityContext'].get('runAsUser', 1000)}:{pod['securityContext'].get('runAsGroup', 1000)}"
+    argv = [*container["command"], *container.get("args", [])]
+    config_py = ("import dataclasses, json; from mlplane_operator import OperatorConfig; "
+                 "print(json.dumps(dataclasses.asdict(OperatorConfig.from_env())))")
+
+    with buildah.container(operator_image) as ctr:
+        marker = tmp_path / "started"
+        marker.touch()
+        time.sleep(1.1)
+        mounts = [f"{empty_dir(tmp_path, 'tmp')}:/tmp"]
+        # The configuration the operator reads from the chart's ConfigMap and Deployment, in the image.
+        shown = subprocess.run(buildah.run_argv(ctr, ["python", "-c", config_py], env=env, user=user, mounts=mounts),
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0, shown.stderr[-4000:]
+        config = json.loads(shown.stdout.strip().splitlines()[-1])
+        assert config["tracking_uri"] == env["MLFLOW_TRACKING_URI"] == f"http://mlplane-mlflow.{NAMESPACE}.svc:5000"
+        assert config["namespace"] == NAMESPACE
+        assert config["resync_seconds"] == float(env["MLPLANE_RESYNC_SECONDS"])
+        # The chart's command: kopf imports mlplane_operator (every handler registers), runs its startup
+        # and finds no API server here (neither in-cluster nor a kubeconfig): it must say exactly that,
+        # not fail on an import. kopf retries a failed startup, so the test stops it once it has said so.
+        proc = subprocess.Popen(buildah.run_argv(ctr, argv, env=env, user=user, mounts=mounts), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None and not any(NO_API_SERVER in x for x in lines):
+                time.sleep(0.5)
+        finally:
+            buildah.stop(proc)
+            reader.join(timeout=30)
+        output = "".join(lines)
+        assert "Service host/port is not set" in output and NO_API_SERVER in output, output[-4000:]
+        assert "ModuleNotFoundError" not in output and "ImportError" not in output, output[-4000:]
+        assert changed_outside_tmp(ctr, marker) == []
+
+
+def test_the_images_run_as_uid_1000_and_carry_their_labels(operator_image: str, serving_image: str) -> None:
+    for tag, entrypoint in ((operator_image, ["kopf", "run", "-m", "mlplane_operator"]),
+                            (serving_image, ["python", "-m", "mlplane.serving"])):
+        config = buildah.image_config(tag)["OCIv1"]["config"]
+        assert config["User"] == "1000:1000"
+        assert config["Entrypoint"][:len(entrypoint)] == entrypoint
+        labels = config["Labels"]
+        assert labels["org.opencontainers.image.source"] == "https://github.com/mlplane/mlplane"
+        assert {"org.opencontainers.image.version", "org.opencontainers.image.revision"} <= set(labels)
+        assert "HOME=/tmp" in config["Env"]
+    # No compilers, uv or caches in the final image: it holds the venv and the base only.
+    with buildah.container(serving_image) as ctr:
+        root = Path(buildah.buildah("mount", ctr).strip())
+        try:
+            assert not (root / "usr/local/bin/uv").exists()
+            # The build's cache mount leaves an empty mount point at most, never a file.
+            assert [p for p in (root / "root/.cache").rglob("*") if not p.is_dir()] == []
+            assert shutil.which("gcc", path=str(root / "usr/bin")) is None
+            assert (root / "prod_venv/bin/python").exists() and not (root / "src").exists()
+        finally:
+            subprocess.run(buildah.buildah_cmd("umount", ctr), capture_output=True, check=False)

@@ -1,0 +1,113 @@
+"""Fixtures: real MLflow servers (proxied artifacts; S3 artifacts on moto's S3 endpoint) with the iris model
+registered as users do (`mlplane_pipelines.iris.train_and_register`). Everything listens on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import mlflow_process
+from mlplane.runtime.local.process import free_port, spawn, stop_tree
+
+HOST = "127.0.0.1"
+BUCKET = "mlplane-artifacts"
+
+
+@dataclass
+class Mlflow:
+    url: str
+    artifacts: Path | None = None
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 300  # a loaded machine can take minutes
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="package")
+def proxied_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """MLflow proxying its artifact store (`--artifacts-destination`), as the chart's default `pvc` store does."""
+    from mlplane_pipelines.iris import train_and_register
+
+    paths = StatePaths(tmp_path_factory.mktemp("mlflow-proxied"))
+    port = free_port(HOST)
+    spec = mlflow_process(paths, HOST, port)
+    proc = spawn(spec)
+    try:
+        url = f"http://{HOST}:{port}"
+        _wait_ready(url, proc, spec.log)
+        train_and_register(url, name="iris", alias="champion")
+        yield Mlflow(url, paths.mlflow_dir / "artifacts")
+    finally:
+        stop_tree(proc.pid)
+
+
+@pytest.fixture(scope="package")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback with one bucket; AWS_* test credentials in the environment."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port(HOST)
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    endpoint = f"http://{HOST}:{port}"
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="package")
+def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """MLflow as the chart runs it with `artifactStore.type: s3`: `--default-artifact-root s3://…`,
+    `--no-serve-artifacts`; clients (the operator, the training job) talk to S3 themselves."""
+    from mlplane_pipelines.iris import train_and_register
+
+    root = tmp_path_factory.mktemp("mlflow-s3")
+    port = free_port(HOST)
+    log = root / "mlflow.log"
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--default-artifact-root", f"s3://{BUCKET}/mlflow", "--no-serve-artifacts", "--host", HOST,
+             "--port", str(port), "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    saved = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint  # the client side writes to S3 itself
+    try:
+        url = f"http://{HOST}:{port}"
+        _wait_ready(url, proc, log)
+        train_and_register(url, name="iris", alias="champion")
+        yield Mlflow(url)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_S3_ENDPOINT_URL", None)
+        else:
+            os.environ["MLFLOW_S3_ENDPOINT_URL"] = saved
+        stop_tree(proc.pid)
