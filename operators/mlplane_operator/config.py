@@ -10,6 +10,7 @@ a `Platform` object in the cluster (the chart installs one from its `platform:` 
 | `MLPLANE_RETRY_SECONDS` | delay before retrying when MLflow or the API server failed | 30 |
 | `MLPLANE_PROMETHEUS_URL` | where KEDA's triggers query metrics | render's default |
 | `MLPLANE_PROBE_TIMEOUT_SECONDS` | how long a Platform's dependency check (MLflow, Milvus) may take | 5 |
+| `MLPLANE_REGISTRY_TIMEOUT_SECONDS` | how long one MLflow call may take before the operator retries later | 10 |
 | `POD_NAMESPACE` | the operator's namespace: where the chart's default Platform lives | `mlplane` |
 
 The namespaces watched are kopf's command-line choice (`--all-namespaces` or `--namespace`).
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlplane.k8s.render import DEFAULT_PROMETHEUS_URL
+from mlplane.registry import DEFAULT_TIMEOUT_S
 
 DEFAULT_OPERATOR_NAMESPACE = "mlplane"
 
@@ -39,6 +41,7 @@ class OperatorConfig:
     retry_seconds: float = 30.0
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     probe_timeout_seconds: float = 5.0
+    registry_timeout_seconds: float = DEFAULT_TIMEOUT_S
     namespace: str = DEFAULT_OPERATOR_NAMESPACE
 
     @classmethod
@@ -50,6 +53,7 @@ class OperatorConfig:
             retry_seconds=_number(env, "MLPLANE_RETRY_SECONDS", 30.0, minimum=0.1),
             prometheus_url=env.get("MLPLANE_PROMETHEUS_URL") or DEFAULT_PROMETHEUS_URL,
             probe_timeout_seconds=_number(env, "MLPLANE_PROBE_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            registry_timeout_seconds=_number(env, "MLPLANE_REGISTRY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_S, minimum=0.1),
             namespace=env.get("POD_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE,
         )
 

@@ -44,7 +44,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         configure(settings, config)
         for name, value in MLFLOW_CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
-        registry_client = ModelRegistry(config.tracking_uri) if config.tracking_uri else None
+        registry_client = (ModelRegistry(config.tracking_uri, config.registry_timeout_seconds)
+                           if config.tracking_uri else None)
         cluster = Cluster.connect()
         memo.controller = Controller(config, cluster, registry_client)
         memo.platforms = PlatformController(config, cluster, _utcnow)

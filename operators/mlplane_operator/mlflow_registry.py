@@ -3,37 +3,20 @@
 Every failure is a `mlplane.registry.RegistryError`: `RegistryUnavailable` (MLflow did not answer) is
 worth retrying, `ArtifactStoreError` (S3/GCS/artifact proxy/disk, with a condition reason) too,
 `UnfetchableArtifact` needs a different artifact store, the others mean the registry said no. Calls
-give up after `MLPLANE_REGISTRY_TIMEOUT_SECONDS` (default 10) instead of MLflow's minutes of retries.
+give up after `timeout_s` (the operator's `MLPLANE_REGISTRY_TIMEOUT_SECONDS`, default 10) instead of
+MLflow's minutes of retries.
 """
 
 from __future__ import annotations
 
-import os
-
 from mlplane.registry import DEFAULT_TIMEOUT_S, MlflowRegistry, RegistryError, RegistryUnavailable, bound_requests
-
-TIMEOUT_VAR = "MLPLANE_REGISTRY_TIMEOUT_SECONDS"
-
-
-def registry_timeout(env: dict[str, str] | os._Environ[str] | None = None) -> float:
-    """Seconds one MLflow call may take (`MLPLANE_REGISTRY_TIMEOUT_SECONDS`); raises ValueError naming it."""
-    text = (os.environ if env is None else env).get(TIMEOUT_VAR) or ""
-    if not text:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{TIMEOUT_VAR}: got {text!r}; expected seconds (a positive number)") from None
-    if value <= 0:
-        raise ValueError(f"{TIMEOUT_VAR}: got {text!r}; expected seconds (a positive number)")
-    return value
 
 
 class ModelRegistry(MlflowRegistry):
     """The MLflow tracking server + model registry at `tracking_uri`."""
 
-    def __init__(self, tracking_uri: str, timeout_s: float | None = None) -> None:
-        bound_requests(registry_timeout() if timeout_s is None else timeout_s)
+    def __init__(self, tracking_uri: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        bound_requests(timeout_s)
         super().__init__(tracking_uri)
 
     def mark_served(self, name: str, version: str, tag: str, value: str) -> None:

@@ -28,13 +28,23 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 SERVER_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "ownerReferences"}
 RAG = {"rag": {"embedder": {"model": "models:/iris@champion"}, "generator": {"type": "extractive"}},
        "retrieval": {"collection": "docs"}}
+# A model of this module's own: whether its serving archives exist yet must not depend on other modules.
+MODEL = "iris-parity"
 SPECS: dict[str, dict[str, Any]] = {
-    "md-kserve": {"model": "models:/iris@champion", "runtime": "kserve",
+    "md-kserve": {"model": f"models:/{MODEL}@champion", "runtime": "kserve",
                   "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "target": {"metric": "rps", "value": 5}}},
-    "md-triton": {"model": "models:/iris@champion", "runtime": "triton", "resources": {"gpus": 1},
+    "md-triton": {"model": f"models:/{MODEL}@champion", "runtime": "triton", "resources": {"gpus": 1},
                   "batching": {"maxBatchSize": 8, "maxLatencyMs": 2}},
-    "md-ray": {"model": "models:/iris@champion", "runtime": "ray", **RAG},
+    "md-ray": {"model": f"models:/{MODEL}@champion", "runtime": "ray", **RAG},
 }
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", autouse=True)
+async def parity_model(harness: Harness) -> None:
+    from mlplane_pipelines.iris import train_and_register
+
+    await asyncio.to_thread(train_and_register, harness.mlflow.url, name=MODEL, alias="champion",
+                            experiment="parity")
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

@@ -12,7 +12,7 @@ import pytest
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import Endpoint, ResolvedModel, TritonInstall, kserve_process, triton_process
 from mlplane.runtime.local.runtimes import ServingContext, runtime_for
-from mlplane.serving.server import bind_control_socket, is_control_path
+from mlplane.serving.control import bind_control_socket, is_control_path
 from mlplane.serving.settings import parse_args
 
 MODEL = ResolvedModel(uri="models:/iris/2", version="2")

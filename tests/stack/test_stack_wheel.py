@@ -27,8 +27,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if uv is None:
         pytest.fail("uv not found (in .venv/bin or on PATH): `make venv` installs it")
     out = tmp_path_factory.mktemp("dist")
+    # Offline: the build backend comes from the uv cache `make venv` filled (the tests run without a network).
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"}
     proc = subprocess.run([uv, "build", "--wheel", "--out-dir", str(out), str(REPO_ROOT)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     (built,) = out.glob("mlplane-*.whl")
     return built

@@ -102,7 +102,7 @@ def test_render_a_storage_uri_deployment_needs_no_registry(tmp_path):
 
     spec = tmp_path / "d.yaml"
     spec.write_text("apiVersion: mlplane.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris, namespace: ml}\n"
-                    "spec: {model: 's3://models/iris/1', resources: {gpus: 1}}\n")
+                    "spec: {model: 's3://models/iris/1', runtime: kserve, resources: {gpus: 1}}\n")
     proc = run(tmp_path, "render", "-f", str(spec), "--platform", str(FIXTURES / "good" / "full_platform.yaml"))
     assert proc.returncode == 0, proc.stderr
     objects = list(yaml.safe_load_all(proc.stdout))

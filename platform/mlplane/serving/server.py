@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import socket
-import stat
 from collections.abc import Iterator
 from concurrent import futures
 from importlib import metadata as importlib_metadata
@@ -62,12 +61,19 @@ from kserve.protocol.rest.server import RESTServer
 from mlplane.auth import ApiKeyMiddleware, Authenticator, AuthSettings, RateLimit
 from mlplane.auth.grpc_auth import ApiKeyInterceptor
 
+from .control import (
+    CONTROL_REFUSED,
+    ControlRefusalInterceptor,
+    ControlRefusalMiddleware,
+    bind_control_socket,
+    is_control_path,
+)
 from .limits import MaxBodySizeMiddleware
 from .model import EntityNotFoundError, PyfuncModel, version_from_uri
 from .settings import ServingSettings
 from .signature import SignatureError, split_binary_request
 
-__all__ = ["CONTROL_REFUSED", "PyfuncModelServer", "SwappableModelRepository", "is_control_path", "serve"]
+__all__ = ["PyfuncModelServer", "SwappableModelRepository", "serve"]
 
 log = logging.getLogger("mlplane.serving")
 
@@ -141,50 +147,6 @@ def parse_load_body(body: bytes) -> tuple[str | None, str | None]:
 # --------------------------------------------------------------------------------------------
 # Model control: refused on the public ports, served on the control socket only
 # --------------------------------------------------------------------------------------------
-CONTROL_REFUSED = ("model control is not available to clients: only mlplane loads, unloads and switches "
-                   "models (use `mlplane promote` or `mlplane deploy`)")
-_REPOSITORY_PATH = "/v2/repository"
-_GRPC_REPOSITORY_PREFIX = "/inference.GRPCInferenceService/Repository"
-
-
-def is_control_path(path: str) -> bool:
-    """Whether an HTTP path is (a spelling of) a V2 model-repository path: ``//V2/repository/...`` is one."""
-    normal = "/" + "/".join(part for part in path.split("/") if part)
-    normal = normal.lower()
-    return normal == _REPOSITORY_PATH or normal.startswith(_REPOSITORY_PATH + "/")
-
-
-class ControlRefusalMiddleware:
-    """Pure ASGI: 403 with a JSON message for every model-repository path, before anything else runs."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and is_control_path(scope.get("path", "")):
-            log.warning("refused model control from a client: %s %r", scope.get("method"), scope.get("path"))
-            await ORJSONResponse(status_code=403, content={"error": CONTROL_REFUSED})(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-class ControlRefusalInterceptor(aio.ServerInterceptor):
-    """``PERMISSION_DENIED`` for the gRPC ``Repository*`` RPCs, outermost: whatever key the call carries."""
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(_GRPC_REPOSITORY_PREFIX):
-            return handler
-        log.warning("refused model control from a gRPC client: %s", details.method)
-
-        async def deny(_request: Any, context: aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, CONTROL_REFUSED)
-
-        return grpc.unary_unary_rpc_method_handler(
-            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-
-
 def control_application(repository: SwappableModelRepository) -> FastAPI:
     """The control socket's app: ``POST /v2/repository/models/{name}/load`` and nothing else."""
     app = FastAPI(title="mlplane model control", docs_url=None, redoc_url=None, openapi_url=None,
@@ -202,37 +164,6 @@ def control_application(repository: SwappableModelRepository) -> FastAPI:
     app.add_exception_handler(InferenceError, inference_error_handler)  # e.g. a model that fails to load
     app.add_exception_handler(Exception, generic_exception_handler)
     return app
-
-
-def bind_control_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600, in a directory of this user's with mode 0700.
-
-    A stale socket from an earlier run is replaced; anything else at ``path``, a parent directory that
-    is a symlink or belongs to another user is refused (``ValueError`` naming the flag and the path).
-    """
-    if len(os.fsencode(path)) > 107:
-        raise ValueError(f"--control-socket: {path} is longer than a Unix socket path may be (107 bytes)")
-    parent = path.parent
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = os.lstat(parent)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise ValueError(f"--control-socket: {parent} must be a directory of this user's (not a symlink)")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(parent, 0o700)
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise ValueError(f"--control-socket: {path} exists and is not a socket; remove it or choose another path")
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, 0o600)
-        sock.listen(64)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class _ControlServer(uvicorn.Server):
