@@ -25,6 +25,8 @@ BASE = {"entityKey": "flower_id", "features": ["v:a", "v:b"]}
     ({**BASE, "features": ["v:a", "w:a"]}, {}, "['a'] appear in more than one feature view"),
     ({**BASE, "entityKey": "flower id"}, {}, "spec.features.entityKey"),
     ({**BASE, "features": []}, {}, "spec.features.features"),
+    # One rule set: validate, the CRD's CEL rule and render refuse it alike (mlplane.spec.rules).
+    (BASE, {"runtime": "triton"}, "`features` (online Feast lookup) is served by runtime 'kserve' only"),
 ])
 def test_features_spec_errors_name_the_problem(features, spec, message):
     with pytest.raises(SpecError) as exc:
@@ -38,7 +40,6 @@ def test_defaults_keep_their_types():
 
 
 @pytest.mark.parametrize(("runtime", "feature_store", "message"), [
-    ("triton", True, "joined by runtime 'kserve' only (runtime is 'triton')"),
     ("kserve", False, "set spec.featureStore.enabled: true"),
 ])
 def test_deploy_refuses_features_the_platform_cannot_serve(tmp_path, runtime, feature_store, message):
