@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.server
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -54,12 +55,14 @@ def rendered_query(runtime: str, metric: str, name: str = "llm") -> str:
 
 
 def kserve_metric_names() -> set[str]:
-    """The sample names the kserve ModelServer's /metrics exposes for predict calls (its own registry)."""
-    from kserve.metrics import PREDICT_HIST_TIME
-    from prometheus_client import generate_latest
+    """The sample names the kserve ModelServer's /metrics exposes for predict calls (its own registry).
 
-    PREDICT_HIST_TIME.labels(model_name="probe").observe(0.1)
-    text = generate_latest().decode()
+    In a process of its own, as the model server is: kserve's protobuf module and tritonclient's (which
+    other tests import) define the same `inference.*` symbols and cannot share one process."""
+    code = ("from kserve.metrics import PREDICT_HIST_TIME\nfrom prometheus_client import generate_latest\n"
+            "PREDICT_HIST_TIME.labels(model_name='probe').observe(0.1)\nprint(generate_latest().decode())")
+    text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
     return {line.split("{")[0] for line in text.splitlines() if line.startswith("request_predict_seconds")}
 
 
