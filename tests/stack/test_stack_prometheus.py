@@ -166,9 +166,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, dcgm_exporter: str) -> 
     try:
         deadline = time.monotonic() + 90
         while True:  # ready, and both DCGM jobs scraped at least once
-            try:
-                up = httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=2).json()
-                if len(up["data"]["result"]) == 2:
+            try:  # while it replays its TSDB, Prometheus answers 503 "Service Unavailable" (not JSON)
+                r = httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=2)
+                if r.status_code == 200 and len(r.json()["data"]["result"]) == 2:
                     break
             except httpx.HTTPError:
                 pass
