@@ -27,6 +27,21 @@ def status(state_dir: Path) -> dict:
     return json.loads(mlplane(state_dir, "status", "-o", "json").stdout)
 
 
+def wait_http_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Until `url` answers 200 (a loaded machine can take minutes); fails with the log's tail if `proc` dies."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

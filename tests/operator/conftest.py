@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
+import sys
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import kmock
 import pytest
 import pytest_asyncio
@@ -24,9 +23,14 @@ from operator_harness import (
     wait_for,
 )
 
+from mlplane._generated import REPO_ROOT
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import mlflow_process
 from mlplane.runtime.local.process import free_port, spawn, stop_tree
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+from platform_helpers import wait_http_ready
+
 from mlplane_operator import OperatorConfig
 from mlplane_operator.kube import CHILD_KINDS, PLATFORM_CHILD_KINDS
 
@@ -41,15 +45,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
     spec = mlflow_process(paths, HOST, port)
     proc = spawn(spec)
     try:
-        deadline = time.monotonic() + 300  # a loaded machine can take minutes
-        while True:
-            try:
-                if httpx.get(spec.ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, spec.log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_http_ready(spec.ready_url, proc, spec.log)
         url = f"http://{HOST}:{port}"
         train_and_register(url, name="iris", alias="champion")
         yield Mlflow(url, port, paths.mlflow_dir / "artifacts")

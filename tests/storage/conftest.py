@@ -6,17 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from mlplane._generated import REPO_ROOT
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import mlflow_process
 from mlplane.runtime.local.process import free_port, spawn, stop_tree
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+from platform_helpers import wait_http_ready
 
 HOST = "127.0.0.1"
 BUCKET = "mlplane-artifacts"
@@ -26,18 +28,6 @@ BUCKET = "mlplane-artifacts"
 class Mlflow:
     url: str
     artifacts: Path | None = None
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 300  # a loaded machine can take minutes
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="package")
@@ -51,7 +41,7 @@ def proxied_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]
     proc = spawn(spec)
     try:
         url = f"http://{HOST}:{port}"
-        _wait_ready(url, proc, spec.log)
+        wait_http_ready(spec.ready_url, proc, spec.log)
         train_and_register(url, name="iris", alias="champion")
         yield Mlflow(url, paths.mlflow_dir / "artifacts")
     finally:
@@ -102,7 +92,7 @@ def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint  # the client side writes to S3 itself
     try:
         url = f"http://{HOST}:{port}"
-        _wait_ready(url, proc, log)
+        wait_http_ready(f"{url}/health", proc, log)
         train_and_register(url, name="iris", alias="champion")
         yield Mlflow(url)
     finally:
