@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlplane.features import operator as feast
+from mlplane.k8s import resolve
 from mlplane.k8s.ingest import render_ingest
 from mlplane.spec import Platform, load_dict
-from mlplane.spec.platform import TrackingSpec
 from mlplane_operator.kube import PLATFORM_LABEL
 from mlplane_operator.plan import Condition, namespace
 
@@ -49,11 +49,7 @@ def in_cluster(platform: Platform, default_tracking_uri: str | None) -> Platform
 
     Render then writes that URI (not `null`) into the RayService's Serve config and the ingest pods.
     """
-    uri = tracking_uri(platform, default_tracking_uri)
-    if uri is None or platform.spec.tracking.mode == "external":
-        return platform
-    spec = platform.spec.model_copy(update={"tracking": TrackingSpec(mode="external", uri=uri)})
-    return platform.model_copy(update={"spec": spec})
+    return resolve.in_cluster(platform, tracking_uri(platform, default_tracking_uri))  # the rule render uses
 
 
 def feature_store(platform: Platform, ns: str) -> list[Obj]:
