@@ -11,9 +11,9 @@ from typing import Any
 
 import kopf
 
+from mlplane_operator import platform_plan
 from mlplane_operator.config import OperatorConfig
 from mlplane_operator.kube import GROUP, PLATFORMS, PLURAL, VERSION, Cluster
-from mlplane_operator.mlflow_registry import ModelRegistry
 from mlplane_operator.platform_reconcile import PlatformController
 from mlplane_operator.reconcile import Controller, _utcnow
 
@@ -44,10 +44,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         configure(settings, config)
         for name, value in MLFLOW_CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
-        registry_client = (ModelRegistry(config.tracking_uri, config.registry_timeout_seconds)
-                           if config.tracking_uri else None)
         cluster = Cluster.connect()
-        memo.controller = Controller(config, cluster, registry_client)
+        memo.controller = Controller(config, cluster)
         memo.platforms = PlatformController(config, cluster, _utcnow)
 
     # Explicit ids: kopf keys its progress annotations (mlplane.io/<id>) by them.
@@ -68,8 +66,35 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
     # Platforms: no finalizer (nothing outside Kubernetes to clean up); their children carry owner
     # references, so the garbage collector removes them with the Platform. A ModelDeployment reads its
-    # Platform on every reconcile, so its resync timer picks up a changed Platform.
+    # Platform on every reconcile; a Platform that is created, reconciled anew or deleted reaches the
+    # deployments that use it at once (see `notify_deployments`), not only on their resync timer.
     platforms = (GROUP, VERSION, PLATFORMS)
+
+    # In-memory indices kopf keeps from the watch streams (no extra API calls): the deployments by
+    # the Platform name they use, with the Platform revision they last saw; the namespaces holding a
+    # Platform of each name.
+    @kopf.index(*resource, id="deployments_by_platform", registry=registry)
+    def deployments_by_platform(body: kopf.Body, **_: Any) -> dict[str, tuple[str, str, str | None]]:
+        return {platform_plan.platform_name(body): platform_plan.deployment_entry(body)}
+
+    @kopf.index(*platforms, id="platform_namespaces", registry=registry)
+    def platform_namespaces(name: str, namespace: str | None, **_: Any) -> dict[str, str | None]:
+        return {name: namespace}
+
+    @kopf.on.event(*platforms, id="notify-deployments", registry=registry)
+    def notify_deployments(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                           deployments_by_platform: kopf.Index[str, tuple[str, str, str | None]],
+                           platform_namespaces: kopf.Index[str, str], **_: Any) -> None:
+        """Level-based: every deployment using this Platform whose annotation names another revision of
+        it gets the current one (an update, so it reconciles now); those up to date are left alone."""
+        revision = platform_plan.revision(body, event.get("type"))
+        if revision is None:  # not reconciled yet: its status write comes as a later event
+            return
+        name, namespace = body["metadata"]["name"], body["metadata"].get("namespace") or config.namespace
+        targets = platform_plan.to_notify(namespace, revision, config.namespace,
+                                          list(deployments_by_platform.get(name, ())),
+                                          set(platform_namespaces.get(name, ())))
+        memo.controller.notify(targets, revision, logger)
 
     @kopf.on.resume(*platforms, id="reconcile", registry=registry)
     @kopf.on.create(*platforms, id="reconcile", registry=registry)

@@ -71,7 +71,9 @@ _BY_TYPE = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, *PLATFORM_CHILD_K
 # (apiGroup, resource) -> verbs. Children: server-side apply is a PATCH that also creates; list finds
 # what to prune; delete prunes and cleans up.
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
-    (GROUP, PLURAL): frozenset({"list", "watch", "patch"}),  # kopf: watch, finalizer and progress annotations
+    # kopf: watch, finalizer and progress annotations; the operator: the status as it is now (get), a
+    # Platform's change announced to the deployments using it (patch of an annotation).
+    (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
     (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),  # status.conditions, servedVersion, ...
     (GROUP, f"{PLURAL}/finalizers"): frozenset({"update"}),  # see ADMISSION_ONLY
     # kopf watches Platforms and patches their annotations; a ModelDeployment reads its Platform (get).
@@ -79,6 +81,8 @@ PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, f"{PLATFORMS}/status"): frozenset({"patch"}),
     (GROUP, f"{PLATFORMS}/finalizers"): frozenset({"update"}),  # see ADMISSION_ONLY
     ("", "events"): frozenset({"create"}),  # kopf reports warnings and errors as events
+    # Before applying, a ModelDeployment checks that its model servers' account exists (one get by name).
+    ("", "serviceaccounts"): frozenset({"get"}),
     **{(k.group, k.plural): frozenset({"list", "patch", "delete"}) for k in (*CHILD_KINDS, *PLATFORM_CHILD_KINDS)},
     (SECRET.group, SECRET.plural): frozenset({"patch", "delete"}),  # write-only: see SECRET
 }
@@ -148,6 +152,41 @@ class Cluster:
         try:
             self._call("DELETE", kind.path(meta["namespace"], meta["name"]),
                        body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        """Whether the ServiceAccount `namespace/name` exists (a get by name: no list of the namespace's)."""
+        try:
+            self._call("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def get_deployment(self, namespace: str, name: str) -> Obj | None:
+        """The ModelDeployment object `namespace/name`, or None when there is none."""
+        try:
+            found = self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(Obj, found)
+
+    def patch_deployment_status(self, namespace: str, name: str, changes: Mapping[str, Any]) -> None:
+        """Merge-patch the status of a ModelDeployment (its status subresource)."""
+        self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+                   body={"status": dict(changes)}, content_type="application/merge-patch+json")
+
+    def annotate_deployment(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set one annotation on a ModelDeployment (a merge patch); a deployment already gone is fine."""
+        try:
+            self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+                       body={"metadata": {"annotations": {key: value}}},
+                       content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -9,7 +9,7 @@ labelled `mlplane.io/platform=<name>` and owned by the Platform (garbage-collect
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from mlplane.features import operator as feast
@@ -23,6 +23,11 @@ Obj = dict[str, Any]
 
 CONDITION_TYPES = ("Ready", "TrackingReachable", "FeatureStoreReady", "VectorStoreReachable")
 DEFAULT_PLATFORM = "default"
+# On a ModelDeployment: the revision of its Platform it was last told about ("<uid>/<generation>" or
+# "<uid>/deleted"). Setting it is an update of the deployment, so kopf reconciles it at once. Not under
+# "mlplane.io/": kopf leaves its own prefix out of the changes it reacts to.
+REVISION_ANNOTATION = "platform.mlplane.io/revision"
+NOT_YET = "not-reconciled-yet"
 
 
 def parse(body: Mapping[str, Any]) -> Platform:
@@ -118,3 +123,56 @@ def usable(body: Mapping[str, Any] | None) -> tuple[bool, str]:
     if status.get("observedGeneration") != meta.get("generation"):
         return False, f"Platform {meta['name']} has not been reconciled yet (generation {meta.get('generation')})"
     return True, ""
+
+
+# --------------------------------------------------------------------------- Platform changes → deployments
+def platform_name(deployment: Mapping[str, Any]) -> str:
+    """The Platform name a ModelDeployment object uses: `spec.platform`, else 'default'."""
+    return str((deployment.get("spec") or {}).get("platform") or DEFAULT_PLATFORM)
+
+
+def deployment_entry(deployment: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(namespace, name, Platform revision it last saw) of a ModelDeployment object.
+
+    A deployment never reconciled yet has its first reconcile under way, which reads the Platform
+    anyway: NOT_YET, which no Platform event notifies (no second reconcile racing the first).
+    """
+    meta = deployment["metadata"]
+    if (deployment.get("status") or {}).get("observedGeneration") is None:
+        return namespace(deployment), meta["name"], NOT_YET
+    return namespace(deployment), meta["name"], (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+
+
+def revision(body: Mapping[str, Any], event_type: str | None) -> str | None:
+    """The revision of a Platform its deployments must have seen; None while it is not reconciled yet.
+
+    A Platform is settled once its status has caught up with its spec (`observedGeneration`), valid or
+    not: a deployment reads it then and gets what `usable` says. Gone is a revision too (only once it
+    is gone: while its finalizer holds it, a deployment still finds it).
+    """
+    meta = body["metadata"]
+    if event_type == "DELETED":
+        return f"{meta.get('uid')}/deleted"
+    observed = (body.get("status") or {}).get("observedGeneration")
+    if observed is None or observed != meta.get("generation"):
+        return None
+    return f"{meta.get('uid')}/{observed}"
+
+
+def to_notify(platform_namespace: str, revision_: str, operator_namespace: str,
+              deployments: Iterable[tuple[str, str, str | None]],
+              namespaces_with_platform: Collection[str]) -> list[tuple[str, str]]:
+    """(namespace, name) of the deployments (entries of one Platform name) that must see `revision_`.
+
+    A deployment uses the Platform of that name in its own namespace, else the one in the operator's
+    namespace: a Platform in the operator's namespace concerns the deployments of namespaces with no
+    Platform of that name. Deployments that saw this revision already are left alone (idempotent).
+    """
+    out = set()
+    for ns, name, seen in deployments:
+        if seen in (revision_, NOT_YET):
+            continue
+        if ns == platform_namespace or (platform_namespace == operator_namespace
+                                        and ns not in namespaces_with_platform):
+            out.add((ns, name))
+    return sorted(out)

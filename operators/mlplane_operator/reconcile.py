@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from mlplane.k8s.render import ResolvedArtifact
+from mlplane.k8s.render import DEFAULT_NAMESPACE, ResolvedArtifact, service_account_problem
 from mlplane.k8s.resolve import resolve_served
 from mlplane.registry import ArtifactStoreError, RegistryError, RegistryUnavailable, UnfetchableArtifact
 from mlplane.runtime.triton_repo import TritonRepoError
@@ -46,13 +46,30 @@ class _Outcome(Exception):
 
 
 class Controller:
-    """Reconciles ModelDeployments; holds the operator's clients and one lock per object."""
+    """Reconciles ModelDeployments; holds the operator's clients and one lock per object.
 
-    def __init__(self, config: OperatorConfig, cluster: Cluster, registry: ModelRegistry | None,
-                 clock: Callable[[], str] = _utcnow) -> None:
-        self.config, self.cluster, self.registry, self._clock = config, cluster, registry, clock
+    One MLflow client per tracking URI: a deployment resolves its model in its Platform's MLflow (an
+    external `spec.tracking.uri`, else the operator's MLFLOW_TRACKING_URI, the chart's MLflow).
+    """
+
+    def __init__(self, config: OperatorConfig, cluster: Cluster, clock: Callable[[], str] = _utcnow) -> None:
+        self.config, self.cluster, self._clock = config, cluster, clock
         self._locks: dict[str, threading.Lock] = {}
+        self._registries: dict[str, ModelRegistry] = {}
         self._guard = threading.Lock()
+
+    def registry(self, tracking_uri: str | None) -> ModelRegistry | None:
+        """The MLflow client for `tracking_uri` (made once, with the operator's timeout); None without a URI."""
+        if not tracking_uri:
+            return None
+        with self._guard:
+            if tracking_uri not in self._registries:
+                self._registries[tracking_uri] = ModelRegistry(tracking_uri, self.config.registry_timeout_seconds)
+            return self._registries[tracking_uri]
+
+    def registry_for(self, platform: Platform) -> ModelRegistry | None:
+        """The MLflow client of a Platform as the cluster sees it (`platform_plan.in_cluster`)."""
+        return self.registry(platform_plan.tracking_uri(platform, self.config.tracking_uri))
 
     def _lock(self, uid: str) -> threading.Lock:
         with self._guard:
@@ -70,7 +87,10 @@ class Controller:
         """
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            current: Obj = dict(body.get("status") or {})
+            # The status as the API server has it now, read and written under the object's lock: kopf
+            # runs the resync timer next to the change handlers and may hand over a body older than the
+            # status written a moment ago; a patch computed from that would rewrite every condition.
+            current: Obj = dict(self._fresh_status(body))
             desired = dict(current)
             error: Exception | None = None
             try:
@@ -84,7 +104,7 @@ class Controller:
                                                     generation=meta.get("generation"), now=self._clock())
             changes = plan.status_patch(current, {k: v for k, v in desired.items() if v is not None})
             if changes:
-                patch["status"] = changes
+                self._write_status(body, changes, patch)
             if error is not None:
                 if isinstance(error, kopf.TemporaryError):
                     error = kopf.TemporaryError(str(error), delay=self.backoff(retry))
@@ -94,13 +114,32 @@ class Controller:
                     kopf.warn(body, reason=problem["reason"], message=problem["message"])
                 raise error
 
+    def _write_status(self, body: Mapping[str, Any], changes: Obj, patch: kopf.Patch) -> None:
+        try:
+            self.cluster.patch_deployment_status(plan.namespace(body), body["metadata"]["name"], changes)
+        except ApiException as exc:
+            if exc.status != 404:  # gone: nothing to write; else kopf writes it after the handler
+                patch["status"] = changes
+
+    def _fresh_status(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = body["metadata"]
+        try:
+            found = self.cluster.get_deployment(plan.namespace(body), meta["name"])
+        except ApiException:
+            found = None  # the body's status will do; the next reconcile reads again
+        if found is None or found["metadata"].get("uid") != meta.get("uid"):
+            return body.get("status") or {}
+        return found.get("status") or {}
+
     def _converge(self, body: Mapping[str, Any], status: Obj) -> list[Condition]:
         try:
             deployment = plan.parse(body)
         except SpecError as exc:
             raise _Outcome(_invalid(str(exc)), kopf.PermanentError(str(exc))) from None
         platform = self._platform(deployment, status)
-        version, storage_uri = self._resolve(deployment, status, platform)
+        self._check_service_account(deployment, platform, status)
+        registry = self.registry_for(platform)
+        version, storage_uri = self._resolve(deployment, status, platform, registry)
         owner = plan.owner_reference(body)
         try:
             desired = plan.children(deployment, platform, ResolvedArtifact(version, storage_uri), owner,
@@ -118,12 +157,12 @@ class Controller:
             raise _Outcome([Condition("Degraded", "True", "ApplyFailed", message)],
                            kopf.TemporaryError(message)) from None
         ref = deployment.model_ref
-        if ref.kind != "uri" and self.registry is not None and status.get("servedVersion") != version:
+        if ref.kind != "uri" and registry is not None and status.get("servedVersion") != version:
             try:
-                self.registry.mark_served(ref.name, version, plan.served_by_tag(plan.namespace(body),
-                                          deployment.metadata.name), deployment.spec.model)
+                registry.mark_served(ref.name, version, plan.served_by_tag(plan.namespace(body),
+                                     deployment.metadata.name), deployment.spec.model)
             except RegistryError as exc:  # the children are applied; only the served-by tag is behind
-                message = self._unavailable(exc, version)
+                message = _unavailable(registry, exc, version)
                 raise _Outcome([Condition("Degraded", "True", "RegistryUnavailable", message)],
                                kopf.TemporaryError(message)) from None
         main = plan.main_child(applied)
@@ -140,20 +179,23 @@ class Controller:
             Condition("Degraded", "False", "AsExpected", "children applied"),
         ]
 
-    def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any],
-                 platform: Platform) -> tuple[str, str]:
+    def _resolve(self, deployment: ModelDeployment, status: Mapping[str, Any], platform: Platform,
+                 registry: ModelRegistry | None) -> tuple[str, str]:
         """(registry version, storageUri) to serve; raises `_Outcome` when MLflow cannot say.
 
-        The same `mlplane.k8s.resolve.resolve_served` as `mlplane render`; the operator also stores the
-        serving archive (proxied artifact store, runtime triton) the storageUri names.
+        The same `mlplane.k8s.resolve.resolve_served` as `mlplane render`, against the Platform's MLflow
+        (`registry`); the operator also stores the serving archive (proxied artifact store, runtime
+        triton) the storageUri names.
         """
         ref = deployment.model_ref
-        if ref.kind != "uri" and self.registry is None:
-            message = f"{deployment.spec.model} needs MLflow, and MLFLOW_TRACKING_URI is not set for the operator"
+        if ref.kind != "uri" and registry is None:
+            message = (f"{deployment.spec.model} needs MLflow: Platform {platform.metadata.name} has embedded "
+                       "tracking and the operator has no MLFLOW_TRACKING_URI; set spec.tracking.mode: external "
+                       "with spec.tracking.uri in the Platform, or install the chart's MLflow")
             raise _Outcome(_unresolved("NoRegistry", message), kopf.TemporaryError(message))
         kept = f" (children keep serving version {status['servedVersion']})" if status.get("servedVersion") else ""
         try:
-            served = resolve_served(deployment, platform, self.registry, write=True).artifact
+            served = resolve_served(deployment, platform, registry, write=True).artifact
             return served.registry_version, served.storage_uri
         except UnfetchableArtifact as exc:  # no registry state fixes it: the spec or the artifact store must change
             message = str(exc)
@@ -162,7 +204,8 @@ class Controller:
             message = f"{exc}{kept}"
             raise _Outcome(_unresolved(exc.reason, message), kopf.TemporaryError(message)) from None
         except RegistryUnavailable as exc:
-            message = self._unavailable(exc, status.get("servedVersion"))
+            assert registry is not None
+            message = _unavailable(registry, exc, status.get("servedVersion"))
             raise _Outcome(_unresolved("RegistryUnavailable", message),
                            kopf.TemporaryError(message)) from None
         except RegistryError as exc:
@@ -211,10 +254,47 @@ class Controller:
                    "fix spec.platform")
         raise _Outcome(_no_platform("PlatformNotFound", message + kept, bool(kept)), kopf.TemporaryError(message))
 
-    def _unavailable(self, exc: RegistryError, served: str | None) -> str:
-        assert self.registry is not None
-        kept = f" (children keep serving version {served})" if served else ""
-        return f"MLflow at {self.registry.tracking_uri} did not answer: {exc}{kept}"
+    def _check_service_account(self, deployment: ModelDeployment, platform: Platform,
+                               status: Mapping[str, Any]) -> None:
+        """The model servers' account (the Platform's `spec.serving.serviceAccountName`) must exist in the
+        deployment's namespace, or its pods are never created: `ServiceAccountMissing`, nothing applied,
+        retried (the account may be created later, e.g. by adding the namespace to the chart)."""
+        namespace = deployment.metadata.namespace or DEFAULT_NAMESPACE
+        name = platform.spec.serving.service_account_name
+        kept = f" (children keep serving version {status['servedVersion']})" if status.get("servedVersion") else ""
+        try:
+            exists = self.cluster.service_account_exists(namespace, name)
+        except ApiException as exc:
+            message = f"cannot read ServiceAccount {namespace}/{name}: {exc.status} {exc.reason}{kept}"
+            raise _Outcome([Condition("Degraded", "True", "ServiceAccountUnavailable", message)],
+                           kopf.TemporaryError(message)) from None
+        problem = service_account_problem(platform, namespace, [name] if exists else [])
+        if problem is not None:
+            raise _Outcome(_no_platform("ServiceAccountMissing", problem + kept, bool(kept)),
+                           kopf.TemporaryError(problem))
+
+    def _tracking_uri_of(self, body: Mapping[str, Any]) -> str | None:
+        """The MLflow a (deleted) deployment was served from: its Platform's, else the operator's."""
+        name = platform_plan.platform_name(body)
+        for ns in dict.fromkeys([plan.namespace(body), self.config.namespace]):
+            try:
+                found = self.cluster.get_platform(ns, name)
+                if found is not None:
+                    return platform_plan.tracking_uri(platform_plan.parse(found), self.config.tracking_uri)
+            except (ApiException, SpecError):
+                break
+        return self.config.tracking_uri
+
+    # ------------------------------------------------------------------ Platform changes
+    def notify(self, targets: list[tuple[str, str]], revision: str, logger: kopf.Logger) -> None:
+        """Tell each deployment in `targets` about its Platform's `revision` (an annotation: kopf then runs
+        its update handler). A failure is logged: the deployment's resync timer catches up."""
+        for namespace, name in targets:
+            try:
+                self.cluster.annotate_deployment(namespace, name, platform_plan.REVISION_ANNOTATION, revision)
+            except ApiException as exc:
+                logger.warning(f"cannot tell ModelDeployment {namespace}/{name} about its Platform's change: "
+                               f"{exc.status} {exc.reason}")
 
     # ------------------------------------------------------------------ delete
     def delete(self, body: kopf.Body, retry: int, logger: kopf.Logger) -> None:
@@ -231,10 +311,11 @@ class Controller:
             ref = parse_model_ref(str((body.get("spec") or {}).get("model", "")))
         except ValueError:
             return  # an invalid spec never tagged anything
-        if ref.kind == "uri" or self.registry is None:
+        registry = self.registry(self._tracking_uri_of(body)) if ref.kind != "uri" else None
+        if registry is None:
             return
         try:
-            self.registry.unmark(ref.name, plan.served_by_tag(namespace, meta["name"]))
+            registry.unmark(ref.name, plan.served_by_tag(namespace, meta["name"]))
         except RegistryError as exc:
             if retry < 3:
                 raise kopf.TemporaryError(f"cannot remove the served-by tag yet: {exc}",
@@ -259,6 +340,11 @@ def _no_platform(reason: str, message: str, serving: bool) -> list[Condition]:
 def _unresolved(reason: str, message: str) -> list[Condition]:
     return [Condition("ModelResolved", "False" if reason == "ModelNotFound" else "Unknown", reason, message),
             Condition("Degraded", "True", reason, message)]
+
+
+def _unavailable(registry: ModelRegistry, exc: RegistryError, served: str | None) -> str:
+    kept = f" (children keep serving version {served})" if served else ""
+    return f"MLflow at {registry.tracking_uri} did not answer: {exc}{kept}"
 
 
 def _api_message(exc: ApiException) -> str:

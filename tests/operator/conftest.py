@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import kmock
@@ -14,22 +13,15 @@ from operator_apiserver import ApiServer
 from operator_harness import (
     DEFAULT_PLATFORM,
     DEFAULT_PLATFORM_SPEC,
-    HOST,
+    SERVING_ACCOUNT,
     VERBS,
     Harness,
     Mlflow,
     Operator,
     Relay,
+    running_mlflow,
     wait_for,
 )
-
-from mlplane._generated import REPO_ROOT
-from mlplane.runtime.local.paths import StatePaths
-from mlplane.runtime.local.plan import mlflow_process
-from mlplane.runtime.local.process import free_port, spawn, stop_tree
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
-from platform_helpers import wait_http_ready
 
 from mlplane_operator import OperatorConfig
 from mlplane_operator.kube import CHILD_KINDS, PLATFORM_CHILD_KINDS
@@ -40,22 +32,21 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
     """One MLflow for every operator test module (each trains its models under its own names)."""
     from mlplane_pipelines.iris import train_and_register
 
-    paths = StatePaths(tmp_path_factory.mktemp("mlflow"))
-    port = free_port(HOST)
-    spec = mlflow_process(paths, HOST, port)
-    proc = spawn(spec)
-    try:
-        wait_http_ready(spec.ready_url, proc, spec.log)
-        url = f"http://{HOST}:{port}"
-        train_and_register(url, name="iris", alias="champion")
-        yield Mlflow(url, port, paths.mlflow_dir / "artifacts")
-    finally:
-        stop_tree(proc.pid)
+    with running_mlflow(tmp_path_factory.mktemp("mlflow")) as server:
+        train_and_register(server.url, name="iris", alias="champion")
+        yield server
 
+
+
+@pytest.fixture(scope="module")
+def operator_settings() -> dict[str, float]:
+    """OperatorConfig fields a test module sets differently (override the fixture in the module)."""
+    return {}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory,
+                  operator_settings: dict[str, float]) -> AsyncIterator[Harness]:
     api = ApiServer()
     async with api, kmock.Server(api) as server:
         api.resources.load_bundled()  # the built-in kinds (kopf waits for namespaces and CRDs to exist)
@@ -77,12 +68,15 @@ async def harness(mlflow: Mlflow, tmp_path_factory: pytest.TempPathFactory) -> A
         os.environ.update(KUBECONFIG=str(kubeconfig), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
                           MLFLOW_HTTP_REQUEST_TIMEOUT="5")
         relay = Relay(mlflow.port)
-        config = OperatorConfig(tracking_uri=await relay.start(), resync_seconds=1.0, retry_seconds=1.0,
-                                probe_timeout_seconds=2.0, namespace="mlplane")
+        settings = {"resync_seconds": 1.0, "retry_seconds": 1.0, "probe_timeout_seconds": 2.0,
+                    **operator_settings}
+        config = OperatorConfig(tracking_uri=await relay.start(), namespace="mlplane", **settings)
         operator = Operator(config, str(server.url).rstrip("/"))
         await operator.start()
         harness = Harness(api, operator, relay, mlflow)
         try:
+            # What the chart creates in each of its `serving.namespaces`: the model servers' account.
+            await harness.create_service_account(SERVING_ACCOUNT)
             # What the chart installs from its `platform:` value: the Platform named 'default' (here with a
             # feature store, so features deployments render).
             await harness.create_platform(DEFAULT_PLATFORM, DEFAULT_PLATFORM_SPEC)

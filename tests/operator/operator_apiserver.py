@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import celpy
+import jsonpatch
 import jsonschema
 import kmock
 import kubernetes_validate
@@ -349,6 +350,15 @@ class ApiServer(kmock.KubernetesEmulator):
         if request.action in (kmock.action.DELETE, kmock.action.UPDATE):
             await self.collect_garbage()
         return response
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        """A JSON patch whose ``test`` op fails (kopf tests resourceVersion when it edits finalizers) is
+        kube-apiserver's 422, which kopf takes as "newer changes pending, try again next cycle"."""
+        if isinstance(exc, jsonpatch.JsonPatchTestFailed):
+            return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                              "status": "Failure", "reason": "Invalid", "code": 422,
+                                              "message": f"the server rejected our request: {exc}"}, status=422)
+        return await super()._render_error(exc)
 
     async def _replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """``PUT``: the body replaces the object (its status, or all but its status); 404 when it is missing."""

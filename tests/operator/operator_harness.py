@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ from typing import Any
 import kmock
 import kopf
 from operator_apiserver import ApiServer
+
+from mlplane._generated import REPO_ROOT
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import mlflow_process
+from mlplane.runtime.local.process import free_port, spawn, stop_tree
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+from platform_helpers import wait_http_ready
 
 from mlplane_operator import OperatorConfig, register
 from mlplane_operator.kube import CHILD_KINDS, GROUP, PLATFORM_CHILD_KINDS, PLATFORM_LABEL, PLATFORMS, PLURAL, VERSION
@@ -29,6 +38,8 @@ FEATURE_STORE = {"enabled": True, "project": "iris", "registry": "s3://mlplane/f
                                  "secrets": {"connection_string": {"name": "feast-redis", "key": "url"}}}}
 DEFAULT_PLATFORM_SPEC = {"featureStore": FEATURE_STORE}
 ISVC = "serving.kserve.io/v1beta1/inferenceservices"
+SERVICE_ACCOUNTS = "v1/serviceaccounts"
+SERVING_ACCOUNT = "mlplane-model-server"  # the Platform's default spec.serving.serviceAccountName
 VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 HOST = "127.0.0.1"
 
@@ -39,6 +50,20 @@ class Mlflow:
     url: str
     port: int
     artifacts: Path
+
+
+@contextlib.contextmanager
+def running_mlflow(state_dir: Path) -> Iterator[Mlflow]:
+    """A real MLflow tracking server + registry (sqlite, proxied artifacts under `state_dir`) on loopback."""
+    paths = StatePaths(state_dir)
+    port = free_port(HOST)
+    spec = mlflow_process(paths, HOST, port)
+    proc = spawn(spec)
+    try:
+        wait_http_ready(spec.ready_url, proc, spec.log)
+        yield Mlflow(f"http://{HOST}:{port}", port, paths.mlflow_dir / "artifacts")
+    finally:
+        stop_tree(proc.pid)
 
 
 class Relay:
@@ -162,6 +187,21 @@ class Harness:
                 "metadata": {"name": name, "namespace": ns}, "spec": spec}
         url = self.url(PLATFORM).replace(f"/namespaces/{self.namespace}/", f"/namespaces/{ns}/")
         async with self.api.post(url, json=body) as resp:
+            assert resp.status < 300, await resp.text()
+
+    async def delete_platform(self, name: str) -> None:
+        async with self.api.delete(self.url(PLATFORM, name)) as resp:
+            assert resp.status < 300, await resp.text()
+
+    async def create_service_account(self, name: str, namespace: str | None = None) -> None:
+        ns = namespace or self.namespace
+        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}}
+        async with self.api.post(f"/api/v1/namespaces/{ns}/serviceaccounts", json=body) as resp:
+            assert resp.status < 300, await resp.text()
+
+    async def delete_service_account(self, name: str, namespace: str | None = None) -> None:
+        ns = namespace or self.namespace
+        async with self.api.delete(f"/api/v1/namespaces/{ns}/serviceaccounts/{name}") as resp:
             assert resp.status < 300, await resp.text()
 
     def platform_status(self, name: str) -> dict[str, Any]:

@@ -300,3 +300,27 @@ async def test_rbac_grants_exactly_what_the_operator_uses(harness: Harness) -> N
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == declared
+
+
+async def test_a_missing_service_account_is_named_and_the_deployment_converges_once_it_exists(
+        harness: Harness) -> None:
+    # The Platform's model servers run as an account nobody created in this namespace yet: their pods
+    # would never start, so nothing is applied and the condition says what to do.
+    await harness.create_platform("team", {"serving": {"serviceAccountName": "team-reader"}})
+    await wait_for(lambda: harness.platform_status("team").get("observedGeneration") == 1, "team reconciled")
+    await harness.create("sa-wait", {"model": "models:/iris@champion", "platform": "team"})
+    ready = await wait_for(lambda: harness.condition("sa-wait", "Ready").get("reason") == "ServiceAccountMissing"
+                           and harness.condition("sa-wait", "Ready"), "Ready=False ServiceAccountMissing")
+    assert ready["status"] == "False"
+    assert ready["message"].startswith("spec.serving.serviceAccountName: service account 'team-reader' does not "
+                                       "exist in namespace 'default'")
+    assert "serving.namespaces" in ready["message"]
+    assert harness.condition("sa-wait", "Degraded")["reason"] == "ServiceAccountMissing"
+    assert harness.children("sa-wait") == {} and "servedVersion" not in harness.status("sa-wait")
+
+    await harness.create_service_account("team-reader")  # e.g. the chart, once the namespace is in its list
+    isvc = await wait_for(lambda: harness.get(ISVC, "sa-wait"), "the InferenceService once the account exists")
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == "team-reader"
+    await harness.mark_ready("sa-wait")
+    await wait_for(lambda: harness.condition("sa-wait", "Ready").get("status") == "True", "Ready=True")
+    assert harness.condition("sa-wait", "Degraded")["status"] == "False"

@@ -135,3 +135,27 @@ def test_children_are_owned_and_a_canary_is_a_valid_kserve_object() -> None:
     with pytest.raises(SpecError, match="KEDA"):
         plan.parse({**BODY, "spec": {"model": "models:/iris@champion", "rollout": {"canaryTrafficPercent": 10},
                                      "autoscaling": {"maxReplicas": 2}}})
+
+
+def test_a_platform_change_reaches_the_deployments_that_use_it_once() -> None:
+    body = {"metadata": {"name": "default", "namespace": "mlplane", "uid": "p-1", "generation": 3},
+            "status": {"observedGeneration": 2}}
+    assert platform_plan.revision(body, "MODIFIED") is None  # being reconciled: its status write comes next
+    body["status"]["observedGeneration"] = 3
+    assert platform_plan.revision(body, "MODIFIED") == "p-1/3"
+    assert platform_plan.revision(body, "DELETED") == "p-1/deleted"
+    going = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert platform_plan.revision(going, "MODIFIED") == "p-1/3"  # still found until it is gone
+
+    entry = platform_plan.deployment_entry({**BODY, "status": {"observedGeneration": 3}, "metadata": {
+        **BODY["metadata"], "annotations": {platform_plan.REVISION_ANNOTATION: "p-1/2"}}})
+    assert entry == ("ml", "iris", "p-1/2") and platform_plan.platform_name(BODY) == "default"
+    first = platform_plan.deployment_entry({**BODY, "metadata": {**BODY["metadata"], "name": "new"}})
+    assert first == ("ml", "new", platform_plan.NOT_YET)  # its first reconcile reads the Platform anyway
+    deployments = [entry, first, ("ml", "seen", "p-1/3"), ("team", "own", None), ("mlplane", "ops", None)]
+    # The operator's namespace's Platform: for every namespace without its own Platform of that name.
+    assert platform_plan.to_notify("mlplane", "p-1/3", "mlplane", deployments, {"mlplane", "team"}) == [
+        ("ml", "iris"), ("mlplane", "ops")]
+    # A namespace's own Platform: for its namespace only.
+    assert platform_plan.to_notify("team", "t-1/1", "mlplane", deployments, {"mlplane", "team"}) == [
+        ("team", "own")]

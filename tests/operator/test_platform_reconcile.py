@@ -15,7 +15,9 @@ import pytest_asyncio
 import yaml
 from operator_harness import FEATURE_STORE, ISVC, MD, PLATFORM, Harness, wait_for
 
-from mlplane.runtime.local.process import free_port
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import milvus_lite_process
+from mlplane.runtime.local.process import free_port, spawn, stop_tree
 from mlplane_operator.kube import FIELD_MANAGER
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))  # reuse the upstream-CRD validators
@@ -179,3 +181,44 @@ async def test_features_and_rag_deployments_get_the_platforms_services(harness: 
         assert {"name": "MLPLANE_VECTOR_STORE_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": "milvus-auth", "key": "token"}}} in container["env"]
     assert "milvus-auth" not in ray["spec"]["serveConfigV2"]
+
+
+async def accepts_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def test_vector_store_reachable_against_a_live_milvus(harness: Harness, tmp_path: Path) -> None:
+    """A Milvus Lite server on loopback, started as the local runtime starts it: the Platform says it answers,
+    and says it does not once it is stopped."""
+    paths = StatePaths(tmp_path / "state")
+    paths.milvus_dir.mkdir(parents=True)
+    port = free_port("127.0.0.1")
+    spec = milvus_lite_process(paths, "127.0.0.1", port)
+    proc = spawn(spec)
+    try:
+        await wait_for(lambda: accepts_connections(port) if proc.poll() is None else True, "Milvus Lite to listen",
+                       timeout=180)
+        assert proc.poll() is None, spec.log.read_text()[-3000:]
+        await harness.create_platform("live", {"vectorStore": {"enabled": True, "backend": "milvus",
+                                                               "uri": f"http://127.0.0.1:{port}"}})
+        reachable = await wait_for(lambda: harness.platform_condition("live", "VectorStoreReachable").get(
+            "status") == "True" and harness.platform_condition("live", "VectorStoreReachable"),
+            "VectorStoreReachable=True", timeout=120)
+        assert reachable["reason"] == "Reachable" and "answers at 127.0.0.1" in reachable["message"]
+        await wait_for(lambda: harness.platform_condition("live", "Ready").get("status") == "True", "Ready=True")
+
+        stop_tree(proc.pid)
+        down = await wait_for(lambda: harness.platform_condition("live", "VectorStoreReachable").get(
+            "status") == "False" and harness.platform_condition("live", "VectorStoreReachable"),
+            "VectorStoreReachable=False once Milvus is stopped", timeout=120)
+        assert down["reason"] == "Unreachable" and f"127.0.0.1:{port}" in down["message"]
+        ready = harness.platform_condition("live", "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Unreachable")
+    finally:
+        if proc.poll() is None:
+            stop_tree(proc.pid)

@@ -125,7 +125,7 @@ def spec_models(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
 
 def _validations(ref: str, models: Mapping[str, type[BaseModel]]) -> list[dict[str, str]]:
     model = models.get(ref.rsplit("/", 1)[-1])
-    return [rule.validation() for rule in getattr(model, "RULES", ())]
+    return [v for rule in getattr(model, "RULES", ()) if (v := rule.validation()) is not None]  # not Python-only
 
 
 def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_default: frozenset[str],

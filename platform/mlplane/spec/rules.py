@@ -12,9 +12,17 @@ Rules on the runtime only fire when ``spec.runtime`` is given: a deployment that
 Platform's ``serving.defaultRuntime``, which neither `validate` nor the API server knows. The render
 checks the same rules again with the effective runtime (:func:`check_effective`).
 
-Only the CEL standard library that ``celpy`` implements is used (no ``split``/``lowerAscii``), so the
-operator's API-server emulator evaluates the same text; the few checks that need more stay plain
-validators in their model (feature name clashes, credential-looking store options).
+Only the CEL that both ``celpy`` and kube-apiserver implement is used (``has``, ``size``, ``in``, the
+macros ``all``/``exists``/``exists_one``, ``startsWith``/``endsWith``/``matches``; no ``split``,
+``substring`` or ``lowerAscii``, which celpy lacks), so the operator's API-server emulator evaluates the
+same text. A rule whose CEL is ``None`` is Python-only: `validate`, the loader and the operator refuse
+it; the CRD does not carry it, because the API server cannot express it (``python_only`` says why).
+Iterated lists and maps are bounded (maxItems/maxProperties) and strings compared inside a macro have a
+maxLength, so the API server's static cost estimate accepts the CRDs.
+
+Python-only checks outside this rule set, for the same reason: the store ``options`` of the Platform's
+feature store (``type``, duplicates of ``secrets``, credential-looking keys) are a free-form object
+(``x-kubernetes-preserve-unknown-fields``), whose keys kube-apiserver's CEL cannot see.
 """
 
 from __future__ import annotations
@@ -29,17 +37,20 @@ class Rule:
     """One cross-field rule of one spec model."""
 
     name: str
-    cel: str  # true when the object is valid
+    cel: str | None  # true when the object is valid; None: Python-only (see `python_only`)
     message: str  # what the API server says (static); `explain` adds the values for `validate`
     holds: Callable[[Any], bool]  # the same rule over the pydantic object
     field_path: str = ""  # the field the rule is about, relative to the object (CRD fieldPath), e.g. ".batching"
     explain: Callable[[Any], str] | None = None
+    python_only: str = ""  # why the API server cannot check it (set exactly when `cel` is None)
 
     def describe(self, obj: Any) -> str:
         return self.explain(obj) if self.explain else self.message
 
-    def validation(self) -> dict[str, str]:
-        """The CRD `x-kubernetes-validations` entry."""
+    def validation(self) -> dict[str, str] | None:
+        """The CRD `x-kubernetes-validations` entry; None for a Python-only rule."""
+        if self.cel is None:
+            return None
         out = {"rule": self.cel, "message": self.message}
         if self.field_path:
             out["fieldPath"] = self.field_path
@@ -206,14 +217,43 @@ BATCHING: tuple[Rule, ...] = (
     ),
 )
 
+def _feature_names(f: Any) -> list[str]:
+    return [name.split(":", 1)[1] for name in f.features]
+
+
 FEATURES: tuple[Rule, ...] = (
     Rule(
         name="defaults-name-features",
-        cel="!has(self.defaults) || self.defaults.all(k, k in self.features)",
+        cel=None,
         message="defaults: every key must be one of `features`",
         holds=lambda f: set(f.defaults) <= set(f.features),
         field_path=".defaults",
         explain=lambda f: f"defaults: {sorted(set(f.defaults) - set(f.features))} are not in `features`",
+        python_only="`defaults` holds values of any scalar type, so its CRD schema is a free-form object "
+                    "(x-kubernetes-preserve-unknown-fields), whose keys the API server's CEL cannot see",
+    ),
+    Rule(
+        # Every feature is '<view>:<name>' (exactly one ':') and entityKey has no ':', so "ends with
+        # ':' + entityKey" is "its name is entityKey".
+        name="entity-key-not-a-feature",
+        cel="!self.features.exists(f, f.endsWith(':' + self.entityKey))",
+        message="entityKey must not also be a feature name: the request input holding the entity ids and the "
+                "joined feature columns would share the name",
+        holds=lambda f: f.entity_key not in _feature_names(f),
+        field_path=".entityKey",
+        explain=lambda f: f"entityKey '{f.entity_key}' is also a feature name",
+    ),
+    Rule(
+        name="unique-feature-names",
+        cel=None,
+        message="features: a feature name (after ':') appears in more than one feature view; the model's "
+                "inputs are the feature names, so each must be unique",
+        holds=lambda f: not _duplicates(_feature_names(f)),
+        field_path=".features",
+        explain=lambda f: f"features: {_duplicates(_feature_names(f))} appear in more than one feature view; the "
+                          "model's inputs are the feature names, so each must be unique",
+        python_only="comparing the names after ':' needs split or substring (kube-apiserver's strings "
+                    "library, not celpy's), and RE2 has no backreferences to compare them with matches()",
     ),
 )
 
