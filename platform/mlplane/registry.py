@@ -1,22 +1,33 @@
-"""The MLflow model registry as mlplane uses it: resolve references, move aliases."""
+"""The MLflow model registry as mlplane uses it: pin references, read signatures, move aliases.
+
+What a deployment serves is decided once, in :func:`mlplane.resolution.resolve_model`, which reads the
+registry through :class:`MlflowRegistry`; this module knows MLflow, not runtimes.
+"""
 
 from __future__ import annotations
 
 import tarfile
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlplane.runtime.local.plan import ResolvedModel
-from mlplane.runtime.local.runtimes import Signature
-from mlplane.serving.signature import TensorMeta
+from mlplane.resolution import Signature
 from mlplane.spec import ModelRef
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A reference pinned to the registry version it points at now."""
+
+    uri: str  # models:/NAME/VERSION, or the storage URI itself
+    version: str  # "3", or "" for a plain storage URI
 
 
 class RegistryError(Exception):
@@ -116,10 +127,10 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
+def resolve(tracking_uri: str, ref: ModelRef) -> Pinned:
     """Pin a reference to the registry version it points at now (storage URIs pass through)."""
     if ref.kind == "uri":
-        return ResolvedModel(uri=ref.uri, version="")
+        return Pinned(uri=ref.uri, version="")
     client = _client(tracking_uri)
     try:
         if ref.kind == "alias":
@@ -128,7 +139,7 @@ def resolve(tracking_uri: str, ref: ModelRef) -> ResolvedModel:
             mv = client.get_model_version(ref.name, str(ref.version))
     except MlflowException as exc:
         raise _failure(ref, exc) from None
-    return ResolvedModel(uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
+    return Pinned(uri=f"models:/{ref.name}/{mv.version}", version=str(mv.version))
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
@@ -186,7 +197,8 @@ def artifact_location(tracking_uri: str, ref: ModelRef) -> tuple[str, str]:
 
 
 class MlflowRegistry:
-    """The MLflow tracking server + registry at `tracking_uri`, as cluster resolution uses it
+    """The MLflow tracking server + registry at `tracking_uri`, as resolution reads it (`mlplane.resolution.
+    Registry`: the local supervisor, `mlplane render`) and the cluster also writes archives to it
     (`mlplane.k8s.resolve.ServingRegistry`). Every failure is a `RegistryError`."""
 
     def __init__(self, tracking_uri: str) -> None:
@@ -196,10 +208,15 @@ class MlflowRegistry:
     def resolve(self, ref: ModelRef) -> tuple[str, str]:
         return self._call(ref.uri, lambda: artifact_location(self.tracking_uri, ref))
 
-    def tensors(self, name: str, version: str) -> tuple[Sequence[TensorMeta], Sequence[TensorMeta]]:
-        uri = f"models:/{name}/{version}"
-        sig = self._call(uri, lambda: signature(self.tracking_uri, uri))
-        return sig.inputs, sig.outputs
+    def signature(self, model_uri: str, location: str = "") -> Signature:
+        """The V2 tensors of `model_uri`'s MLflow signature (models:/NAME/VERSION or a storage URI);
+        `location` (the artifact store's name for the files) goes into artifact-store errors."""
+        try:
+            return self._call(model_uri, lambda: signature(self.tracking_uri, model_uri))
+        except ArtifactStoreError as exc:
+            if not location:
+                raise
+            raise ArtifactStoreError(f"{exc} [files at {location}]", exc.reason) from None
 
     def run_artifacts(self, name: str, version: str) -> tuple[str, str]:
         uri = f"models:/{name}/{version}"

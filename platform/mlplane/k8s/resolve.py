@@ -1,10 +1,12 @@
-"""One resolution of `spec.model` for the cluster: what `mlplane render` prints and the operator applies.
+"""`spec.model` in the cluster: what `mlplane render` prints and the operator applies.
 
-`resolve_served(deployment, platform, registry, write=...)` pins the reference to a registry version
-and computes the `storageUri` KServe's storage initializer (`kserve_storage.Storage.download`) can
-fetch; the operator (`write=True`) also stores the archive that URI names when it is missing, render
-(`write=False`) only computes it and says whether it exists yet. I/O goes through the injected
-`ServingRegistry`; the URI computation (`plan_served`, `fetchable_uri`) is pure.
+`resolve_served(deployment, platform, registry, write=...)` takes the one resolution every runtime
+uses (`mlplane.resolution.resolve_model`: registry version, artifact location, signature, Triton
+repository; the local supervisor calls it too) and adds what the cluster needs on top: the
+`storageUri` KServe's storage initializer (`kserve_storage.Storage.download`) can fetch. The operator
+(`write=True`) also stores the archive that URI names when it is missing, render (`write=False`) only
+computes it and says whether it exists yet. I/O goes through the injected `ServingRegistry`; the URI
+computation (`plan_served`, `fetchable_uri`) is pure.
 
 What KServe can download, and so what `storageUri` is, per artifact store (MLflow's artifact location
 of the model version):
@@ -25,16 +27,16 @@ Serve application, so it gets the version's location as is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlparse
 
-from mlplane.k8s.render import ResolvedArtifact, effective_runtime
+from mlplane.k8s.render import ResolvedArtifact
 from mlplane.registry import ArtifactStoreError, UnfetchableArtifact
-from mlplane.runtime.triton_repo import cluster_repository, version_dir
-from mlplane.serving.signature import TensorMeta
-from mlplane.spec import ModelDeployment, ModelRef
+from mlplane.resolution import Registry, ResolvedModel, resolve_model
+from mlplane.runtime.triton_repo import version_dir
+from mlplane.spec import ModelDeployment
+from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import Platform
 
 SERVING_ROOT = "mlplane-serving"
@@ -48,18 +50,9 @@ WHAT_TO_DO = ("configure MLflow's artifact store as s3 or gcs, or proxy it (mlfl
               "the chart's mlflow.artifactStore.type: pvc) and reach MLflow over http(s)")
 
 
-class ServingRegistry(Protocol):
-    """The registry calls resolution needs; `mlplane_operator.mlflow_registry.ModelRegistry` implements it."""
-
-    tracking_uri: str
-
-    def resolve(self, ref: ModelRef) -> tuple[str, str]:
-        """(registry version, artifact location) that `ref` points at now."""
-        ...
-
-    def tensors(self, name: str, version: str) -> tuple[Sequence[TensorMeta], Sequence[TensorMeta]]:
-        """The V2 inputs and outputs of the version's MLflow signature."""
-        ...
+class ServingRegistry(Registry, Protocol):
+    """What resolution reads (`mlplane.resolution.Registry`) and the archives the cluster stores;
+    `mlplane.registry.MlflowRegistry` (the operator's `ModelRegistry`) implements it."""
 
     def run_artifacts(self, name: str, version: str) -> tuple[str, str]:
         """(run id, the run's artifact URI) of the run the version was registered from."""
@@ -148,14 +141,15 @@ def fetchable_uri(location: str, base: str, field: str = "spec.model") -> str:
         f"download (it reads {', '.join(s.removesuffix('://') for s in FETCHABLE_SCHEMES)}): {WHAT_TO_DO}")
 
 
-def plan_served(deployment: ModelDeployment, platform: Platform, version: str, location: str, base: str,
-                run: tuple[str, str] | None,
-                tensors: tuple[Sequence[TensorMeta], Sequence[TensorMeta]] | None) -> Resolution:
-    """The storage URI (and archive) serving registry `version` stored at `location`. Pure.
+def plan_served(deployment: ModelDeployment, platform: Platform, resolved: ResolvedModel, base: str,
+                run: tuple[str, str] | None) -> Resolution:
+    """The storage URI (and archive) serving `resolved` (`mlplane.resolution.resolve_model`'s result). Pure.
 
-    `run` is (run id, run artifact URI), needed when an archive is; `tensors` the signature, for Triton.
+    `run` is (run id, run artifact URI), needed when an archive is. Runtime triton packs the resolution's
+    model repository (`resolved.triton`), its model.json loading the model files packed next to it.
     """
     runtime = effective_runtime(deployment, platform)
+    version, location = resolved.version, resolved.location
     if runtime == "ray" or (runtime == "kserve" and location.startswith(DIRECT_SCHEMES)):
         if runtime != "ray":
             fetchable_uri(location, base)
@@ -165,9 +159,9 @@ def plan_served(deployment: ModelDeployment, platform: Platform, version: str, l
         raise ValueError("plan_served: an archive needs the version's run")
     run_id, run_uri = run
     if runtime == "triton":
-        if tensors is None:
-            raise ValueError("plan_served: runtime triton needs the signature")
-        repo = cluster_repository(deployment.metadata.name, version, tensors[0], tensors[1], deployment.spec)
+        if resolved.triton is None:
+            raise ValueError("plan_served: runtime triton needs the resolution's model repository")
+        repo = resolved.triton.cluster()
         archive = Archive(run_id, f"{repo.artifact_path}/{REPOSITORY_ARCHIVE}", location, repo.model_dir,
                           tuple(sorted(repo.files.items())), "triton")
     else:
@@ -198,26 +192,26 @@ def resolve_served(deployment: ModelDeployment, platform: Platform, registry: Se
                 f"spec.model: runtime triton in the cluster serves registered models only (its model repository is "
                 f"stored with the model version); got {deployment.spec.model!r}: use models:/NAME@ALIAS or "
                 "models:/NAME/VERSION")
-        if runtime != "ray":
-            fetchable_uri(ref.uri, "")
-        return Resolution(ResolvedArtifact("", ref.uri))
+        # The one resolution (the local supervisor's too); a location no model pod can read is refused.
+        plain = resolve_model(deployment, platform, registry,
+                              check_location=None if runtime == "ray" else lambda loc: fetchable_uri(loc, ""))
+        return Resolution(ResolvedArtifact(plain.version, plain.location))
     if registry is None:
         raise ValueError(f"{deployment.spec.model} needs an MLflow registry")
-    version, location = registry.resolve(ref)
     base = proxy_base(registry.tracking_uri, platform)
-    if not needs_archive(deployment, platform, location):
-        return plan_served(deployment, platform, version, location, base, None, None)
+    resolved = resolve_model(deployment, platform, registry,
+                             check_location=None if runtime == "ray" else lambda loc: fetchable_uri(loc, base))
+    if not needs_archive(deployment, platform, resolved.location):
+        return plan_served(deployment, platform, resolved, base, None)
     assert ref.name is not None
-    fetchable_uri(location, base)
     try:
-        run = registry.run_artifacts(ref.name, version)
-        tensors = registry.tensors(ref.name, version) if runtime == "triton" else None
-        planned = plan_served(deployment, platform, version, location, base, run, tensors)
+        run = registry.run_artifacts(ref.name, resolved.version)
+        planned = plan_served(deployment, platform, resolved, base, run)
         assert planned.archive is not None
         exists = registry.has_artifact(run[0], planned.archive.path)
         if not exists and write:
             registry.write_archive(planned.archive)
             exists = True
     except ArtifactStoreError as exc:  # name the store's location, not only the registry's name for it
-        raise ArtifactStoreError(f"{exc} [files at {location}]", exc.reason) from None
+        raise ArtifactStoreError(f"{exc} [files at {resolved.location}]", exc.reason) from None
     return Resolution(planned.artifact, planned.archive, exists)

@@ -1,8 +1,9 @@
 """Triton model repositories for ``runtime: triton``: V2 tensor metadata + deployment spec in, files out.
 
-Pure code: :func:`repository_files` returns ``{relative path: file text}`` and writes nothing. The
-layout of one deployment's repository (``.mlplane/triton/<deployment>/repository`` in the local
-runtime)::
+Pure code: :func:`model_repository` computes one deployment's repository (:class:`ModelRepository`)
+once for both environments (``mlplane.resolution`` calls it); its files are ``{relative path: file
+text}`` and nothing here writes them. The layout (``.mlplane/triton/<deployment>/models`` in the local
+runtime, ``/mnt/models`` in the cluster)::
 
     <name>/config.pbtxt          backend "python", inputs/outputs, batching, instances, version policy
     <name>/<version>/model.py    a fixed shim: mlplane's venv on sys.path, then
@@ -37,12 +38,15 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec.deployment import ModelDeploymentSpec
 
-__all__ = ["CLUSTER_MODEL_DIR", "TritonRepoError", "TritonRepository", "cluster_repository", "config_pbtxt",
-           "repository_files", "triton_datatype", "version_dir", "version_files"]
+if TYPE_CHECKING:  # annotations only: resolution imports this module without numpy and pandas
+    from mlplane.serving.signature import TensorMeta
+
+__all__ = ["CLUSTER_MODEL_DIR", "ModelRepository", "TritonRepoError", "TritonRepository", "cluster_repository",
+           "config_pbtxt", "model_repository", "repository_files", "triton_datatype", "version_dir", "version_files"]
 
 # Where the cluster repository's version directory holds the MLflow model (model.json's relative model_uri).
 CLUSTER_MODEL_DIR = "model"
@@ -192,17 +196,6 @@ def version_files(name: str, version: str, model_uri: str) -> dict[str, str]:
     return {f"{name}/{v}/model.py": MODEL_PY, f"{name}/{v}/model.json": json.dumps(meta, indent=2) + "\n"}
 
 
-def repository_files(name: str, version: str, model_uri: str, inputs: Sequence[TensorMeta],
-                     outputs: Sequence[TensorMeta], spec: ModelDeploymentSpec) -> dict[str, str]:
-    """Everything Triton needs to serve ``model_uri`` as ``name``, version ``version``.
-
-    Raises :class:`TritonRepoError` (a ``ValueError``) for signatures Triton cannot express.
-    """
-    files = {f"{name}/config.pbtxt": config_pbtxt(name, version, inputs, outputs, spec, model_uri)}
-    files.update(version_files(name, version, model_uri))
-    return files
-
-
 @dataclass(frozen=True)
 class TritonRepository:
     """A cluster repository: where under the model version's run it goes, its generated files and where
@@ -213,17 +206,60 @@ class TritonRepository:
     model_dir: str
 
 
+@dataclass(frozen=True)
+class ModelRepository:
+    """One deployment's Triton model repository, as resolution computes it for every environment.
+
+    ``config`` (config.pbtxt) and the model shim are the same locally and in the cluster; the one thing
+    the environment decides is where ``model.json`` says the MLflow model is (:meth:`files`): the local
+    runtime loads the model's MLflow URI, the cluster the ``model`` directory the archive ships next to
+    ``model.json`` (:meth:`cluster`).
+    """
+
+    name: str
+    version: str  # the registry version ("" for a plain storage URI: Triton version 1)
+    config: str  # config.pbtxt
+
+    def files(self, model_uri: str) -> dict[str, str]:
+        """``{relative path: text}`` of the repository whose model.json loads ``model_uri``."""
+        return {f"{self.name}/config.pbtxt": self.config, **version_files(self.name, self.version, model_uri)}
+
+    def cluster(self, model_uri: str = CLUSTER_MODEL_DIR) -> TritonRepository:
+        """The self-contained repository for the cluster, stored once under the model version's run.
+
+        ``<digest>`` hashes the generated files, so a spec change (batching, instances, GPUs) gets its own
+        directory; the model files under it are the version's, which never change.
+        """
+        files = self.files(model_uri)
+        digest = hashlib.sha256()
+        for path in sorted(files):
+            digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+        v = version_dir(self.version)
+        return TritonRepository(f"{CLUSTER_ROOT}/{v}/{digest.hexdigest()[:16]}", files,
+                                f"{self.name}/{v}/{CLUSTER_MODEL_DIR}")
+
+
+def model_repository(name: str, version: str, inputs: Sequence[TensorMeta], outputs: Sequence[TensorMeta],
+                     spec: ModelDeploymentSpec, model_uri: str = "") -> ModelRepository:
+    """The repository serving registry ``version`` as ``name`` (``model_uri`` names the model in errors).
+
+    Raises :class:`TritonRepoError` (a ``ValueError``) for signatures Triton cannot express.
+    """
+    return ModelRepository(name, version, config_pbtxt(name, version, inputs, outputs, spec, model_uri))
+
+
+def repository_files(name: str, version: str, model_uri: str, inputs: Sequence[TensorMeta],
+                     outputs: Sequence[TensorMeta], spec: ModelDeploymentSpec) -> dict[str, str]:
+    """Everything Triton needs to serve ``model_uri`` as ``name``, version ``version``.
+
+    Raises :class:`TritonRepoError` (a ``ValueError``) for signatures Triton cannot express.
+    """
+    return model_repository(name, version, inputs, outputs, spec, model_uri).files(model_uri)
+
+
 def cluster_repository(name: str, version: str, inputs: Sequence[TensorMeta], outputs: Sequence[TensorMeta],
                        spec: ModelDeploymentSpec, model_uri: str = CLUSTER_MODEL_DIR) -> TritonRepository:
-    """The self-contained repository serving registry ``version`` as ``name`` in the cluster.
-
-    ``<digest>`` hashes the generated files, so a spec change (batching, instances, GPUs) gets its own
-    directory; the model files under it are the version's, which never change.
-    Raises :class:`TritonRepoError` for signatures Triton cannot express.
+    """The self-contained repository serving registry ``version`` as ``name`` in the cluster
+    (:meth:`ModelRepository.cluster`). Raises :class:`TritonRepoError` for signatures Triton cannot express.
     """
-    files = repository_files(name, version, model_uri, inputs, outputs, spec)
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
-    return TritonRepository(f"{CLUSTER_ROOT}/{version_dir(version)}/{digest.hexdigest()[:16]}", files,
-                            f"{name}/{version_dir(version)}/{CLUSTER_MODEL_DIR}")
+    return model_repository(name, version, inputs, outputs, spec, model_uri).cluster(model_uri)
