@@ -8,15 +8,16 @@ import uuid
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InferenceError, InvalidInput
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound
 
 from mlplane.features.online import EntityNotFound, FeatureJoin, FeatureLookupError, OnlineFeatures
 
 from .signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta, example_input
 
 __all__ = ["PLATFORM", "EntityNotFoundError", "ModelLoadError", "ModelSourceError", "PyfuncModel",
-           "version_from_uri"]
+           "VersionNotFoundError", "check_version", "version_from_uri"]
 
 PLATFORM = "mlflow_pyfunc"
 
@@ -36,6 +37,39 @@ class EntityNotFoundError(InvalidInput):
 
 
 _SOURCE_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+class VersionNotFoundError(ModelNotFound):
+    """A request for a version the server does not serve (HTTP 404, gRPC NOT_FOUND)."""
+
+    def __init__(self, name: str, version: str, served: str) -> None:
+        super().__init__(name)
+        self.reason = (f"model {name!r} has no version {version!r} here: this server serves version {served} "
+                       f"(omit the version, or ask for /v2/models/{name}/versions/{served})")
+
+
+def check_version(model: Any, name: str, version: str | None) -> None:
+    """Raise :class:`VersionNotFoundError` unless ``version`` is empty or the one ``model`` serves."""
+    served = getattr(model, "version", None)
+    if version and served is not None and version != served:
+        raise VersionNotFoundError(name, version, served)
+
+
+def _empty_and_non_finite_inputs(inputs: Any) -> tuple[list[str], list[str]]:
+    """The inputs without values and those with NaN/Infinity (asked only after the model failed)."""
+    empty, non_finite = [], []
+    for inp in inputs:
+        try:
+            arr = inp.as_numpy()
+        except Exception:  # only asked after the model failed; its own error is what gets reported
+            continue
+        if not isinstance(arr, np.ndarray):
+            continue
+        if arr.size == 0:
+            empty.append(inp.name)
+        elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            non_finite.append(inp.name)
+    return empty, non_finite
 
 
 def version_from_uri(model_uri: str) -> str | None:
@@ -155,11 +189,40 @@ class PyfuncModel(Model):
             raise InvalidInput(str(exc)) from None
         except EntityNotFound as exc:
             raise EntityNotFoundError(str(exc)) from None
-        prediction = self._pyfunc.predict(data)
+        try:
+            prediction = self._pyfunc.predict(data)
+        except Exception as exc:
+            # A client's values the model refuses are the client's mistake (400 naming the input); any other
+            # failure is a 500 that keeps the connection (a bare exception would make uvicorn drop it).
+            empty, refused = _empty_and_non_finite_inputs(inputs)
+            if refused:
+                raise InvalidInput(
+                    f"input(s) {', '.join(map(repr, refused))} hold NaN or infinite values, which model "
+                    f"{self.name!r} refuses: {type(exc).__name__}: {exc}"
+                ) from None
+            if empty:
+                raise InvalidInput(
+                    f"input(s) {', '.join(map(repr, empty))} hold no values, and model {self.name!r} refuses an "
+                    f"empty batch (send at least one row): {type(exc).__name__}: {exc}"
+                ) from None
+            log.warning("predict of model %s version %s failed: %s: %s", self.name, self.version,
+                        type(exc).__name__, exc)
+            raise InferenceError(f"model {self.name!r} version {self.version} failed: {type(exc).__name__}: {exc}") \
+                from None
         try:
             encoded = self._encoder.encode(prediction)  # type: ignore[union-attr]
         except SignatureError as exc:
             raise InferenceError(str(exc)) from None
+        requested = payload.request_outputs
+        if requested:
+            by_name = {name: (name, datatype, arr) for name, datatype, arr in encoded}
+            unknown = [o.name for o in requested if o.name not in by_name]
+            if unknown:
+                raise InvalidInput(
+                    f"unknown requested output(s) {', '.join(map(repr, unknown))}; model {self.name!r} has "
+                    f"{', '.join(repr(n) for n in by_name)}"
+                )
+            encoded = [by_name[o.name] for o in requested]
         outputs = []
         for name, datatype, arr in encoded:
             out = InferOutput(name=name, shape=list(arr.shape), datatype=datatype)

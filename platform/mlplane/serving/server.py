@@ -15,7 +15,12 @@ What differs from a stock ``kserve.ModelServer`` (0.21):
   and swaps the served version in place (load + warm-up off the event loop, then one dict update).
   Without ``--control-socket`` (the cluster: KServe rolls pods to change versions, and the operator
   never calls a model server) there is no control listener at all;
-* request bodies are capped by a pure ASGI middleware; gRPC messages by the channel option;
+* request bodies are capped by a pure ASGI middleware; gRPC messages by the channel option; every
+  request is checked before a tensor is built (datatypes as the protocol spells them, non-negative
+  shapes, shape x datatype bytes against ``--max-request-bytes``, JSON depth, values that fit their
+  datatype: :mod:`.protocol`), the inference and versioned routes are mlplane's own (:mod:`.rest`),
+  gRPC ``model_version`` must be the served one (else ``NOT_FOUND``) and a model's failure never drops
+  the connection;
 * with ``--auth-keys-file``, HTTP and gRPC requests need an API key and share per-key rate limits
   (:mod:`mlplane.auth`); liveness, readiness and ``/metrics`` stay open;
 * per-request logging (timing middleware, gRPC logging interceptor, access log) is opt-in.
@@ -41,8 +46,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 from grpc import aio
+from grpc_interceptor.exceptions import ResourceExhausted
 from kserve import ModelRepository, ModelServer
-from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, MAX_GRPC_MESSAGE_LENGTH
+from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 from kserve.errors import (
     InferenceError,
     InvalidInput,
@@ -55,7 +61,6 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
 from mlplane.auth import ApiKeyMiddleware, Authenticator, AuthSettings, RateLimit
@@ -69,9 +74,11 @@ from .control import (
     is_control_path,
 )
 from .limits import MaxBodySizeMiddleware
-from .model import EntityNotFoundError, PyfuncModel, version_from_uri
+from .model import EntityNotFoundError, PyfuncModel, check_version, version_from_uri
+from .protocol import RequestTooLarge, check_tensor
+from .rest import V2Routes
 from .settings import ServingSettings
-from .signature import SignatureError, split_binary_request
+from .signature import SignatureError
 
 __all__ = ["PyfuncModelServer", "SwappableModelRepository", "serve"]
 
@@ -92,13 +99,14 @@ class SwappableModelRepository(ModelRepository):
     def __init__(self) -> None:
         super().__init__(models_dir="")
         self._swap_lock = asyncio.Lock()
+        self._unloaded: dict[str, PyfuncModel] = {}  # what an unload removed: a later load brings it back
         self._executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlplane-load")
 
     async def swap(
         self, name: str, model_uri: str | None = None, model_version: str | None = None
     ) -> PyfuncModel:
         async with self._swap_lock:
-            current = self.get_model(name)
+            current = self.get_model(name) or self._unloaded.get(name)
             if not isinstance(current, PyfuncModel):
                 raise ModelNotFound(name)
             uri = model_uri or current.model_uri
@@ -114,10 +122,21 @@ class SwappableModelRepository(ModelRepository):
             new.enable_latency_logging = current.enable_latency_logging
             await asyncio.get_running_loop().run_in_executor(self._executor, new.load)
             self.update(new, name)
+            self._unloaded.pop(name, None)
             log.info(
                 "model %s now serves version %s (%s), was version %s", name, version, uri, current.version
             )
             return new
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` (its readiness answers 404 until a load brings the same model back)."""
+        async with self._swap_lock:
+            current = self.get_model(name)
+            if not isinstance(current, PyfuncModel):
+                raise ModelNotFound(name)
+            self._unloaded[name] = current
+            self.unload(name)
+            log.warning("model %s (version %s) unloaded", name, current.version)
 
     async def load(self, name: str) -> bool:  # kserve's body-less load (gRPC RepositoryModelLoad)
         await self.swap(name)
@@ -148,7 +167,7 @@ def parse_load_body(body: bytes) -> tuple[str | None, str | None]:
 # Model control: refused on the public ports, served on the control socket only
 # --------------------------------------------------------------------------------------------
 def control_application(repository: SwappableModelRepository) -> FastAPI:
-    """The control socket's app: ``POST /v2/repository/models/{name}/load`` and nothing else."""
+    """The control socket's app: ``POST /v2/repository/models/{name}/load`` and ``.../unload``, nothing else."""
     app = FastAPI(title="mlplane model control", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=ORJSONResponse)
 
@@ -157,7 +176,12 @@ def control_application(repository: SwappableModelRepository) -> FastAPI:
         model = await repository.swap(model_name, uri, version)
         return {"name": model_name, "version": model.version, "model_uri": model.model_uri}
 
+    async def unload(model_name: str) -> dict[str, str]:
+        await repository.unload_model(model_name)
+        return {"name": model_name, "status": "unloaded"}
+
     app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"])
+    app.add_api_route("/v2/repository/models/{model_name}/unload", unload, methods=["POST"])
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(ModelNotFound, _model_not_found)
     app.add_exception_handler(EntityNotFoundError, _model_not_found)
@@ -175,69 +199,12 @@ class _ControlServer(uvicorn.Server):
 
 
 # --------------------------------------------------------------------------------------------
-# Binary tensor extension without per-element Python work
-# --------------------------------------------------------------------------------------------
-class _ArrayInput(InferInput):
-    """An input whose tensor is already decoded (a read-only view of the request body)."""
-
-    def __init__(self, name: str, shape: list[int], datatype: str, array: Any, parameters: Any) -> None:
-        super().__init__(name=name, shape=shape, datatype=datatype, parameters=parameters)
-        self._array = array
-
-    def as_numpy(self) -> Any:
-        return self._array
-
-
-def binary_infer_request(body: bytes, json_length: str | int, model_name: str) -> InferRequest:
-    """kserve's ``InferRequest.from_bytes`` turns every binary input into a Python list (and the
-    decoder turns it back); this keeps ``np.frombuffer`` views. BYTES inputs keep kserve's decoding."""
-    try:
-        header, tensors = split_binary_request(body, int(json_length))
-    except ValueError as exc:  # SignatureError, or a header that is not an integer
-        message = str(exc) if isinstance(exc, SignatureError) else f"bad {INFERENCE_CONTENT_LENGTH_HEADER}"
-        raise InvalidInput(message) from None
-    inputs: list[InferInput] = []
-    for spec, tensor in zip(header["inputs"], tensors, strict=True):
-        name, shape, datatype, params = spec["name"], spec["shape"], spec.get("datatype"), spec.get("parameters")
-        if tensor is None:
-            if datatype == "FP16":
-                raise InvalidInput(f"input {name!r}: FP16 data travels only in binary, not as JSON data")
-            inputs.append(InferInput(name=name, shape=shape, datatype=datatype, data=spec["data"], parameters=params))
-        elif isinstance(tensor, bytes):
-            inp = InferInput(name=name, shape=shape, datatype=datatype, parameters=params)
-            inp._raw_data = tensor
-            inputs.append(inp)
-        else:
-            inputs.append(_ArrayInput(name, shape, datatype, tensor, params))
-    outputs = header.get("outputs")
-    requested = (
-        [RequestedOutput(name=o["name"], parameters=o.get("parameters")) for o in outputs]
-        if isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)
-        else None
-    )
-    return InferRequest(
-        model_name=model_name,
-        request_id=header.get("id"),
-        parameters=header.get("parameters"),
-        infer_inputs=inputs,
-        request_outputs=requested,
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Dataplane and gRPC servicer: metadata with versions and platform
 # --------------------------------------------------------------------------------------------
 class PyfuncDataPlane(DataPlane):
     def metadata(self) -> dict[str, Any]:
         # Clients cannot use the model-repository extension (see the module docstring): not advertised.
         return {**super().metadata(), "extensions": []}
-
-    def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
-        if isinstance(body, bytes):
-            # A body FastAPI did not parse: the binary extension, or JSON sent without a JSON
-            # content type (tritonclient does that); Triton takes both, so do we.
-            return binary_infer_request(body, headers.get(INFERENCE_CONTENT_LENGTH_HEADER, len(body)), model_name)
-        return super().decode_inference_request(body, headers, model_name)
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         model = self.get_model_from_registry(model_name)
@@ -248,6 +215,7 @@ class PyfuncDataPlane(DataPlane):
 
 class PyfuncInferenceServicer(InferenceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        self._check_version(request.name, request.version)
         md = await self._data_plane.model_metadata(model_name=request.name)
         return pb.ModelMetadataResponse(
             name=md["name"],
@@ -256,6 +224,31 @@ class PyfuncInferenceServicer(InferenceServicer):
             inputs=md["inputs"],
             outputs=md["outputs"],
         )
+
+    def __init__(self, data_plane: DataPlane, repository_extension: Any, max_bytes: int) -> None:
+        super().__init__(data_plane, repository_extension)
+        self._max_bytes = max_bytes
+
+    def _check_version(self, name: str, version: str) -> None:
+        """NOT_FOUND (kserve's interceptor maps ModelNotFound) for a version this server does not serve."""
+        check_version(self._data_plane.get_model_from_registry(name), name, version)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        self._check_version(request.model_name, request.model_version)
+        used = 0
+        try:
+            for inp in request.inputs:
+                _, size = check_tensor(inp.name, inp.datatype, list(inp.shape), self._max_bytes, used)
+                used += size
+        except RequestTooLarge as exc:
+            raise ResourceExhausted(str(exc)) from None
+        except SignatureError as exc:
+            raise InvalidInput(str(exc)) from None
+        return await super().ModelInfer(request, context)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        self._check_version(request.name, request.version)
+        return await super().ModelReady(request, context)
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, CONTROL_REFUSED)
@@ -310,6 +303,7 @@ class _RESTServer(RESTServer):
         app = self._app
         if self._settings.log_requests:
             self._add_middlewares(app)
+        V2Routes(self.dataplane, self._settings.max_request_bytes).register(app)  # first: routes match in order
         self._register_endpoints(app)
         # kserve's load/unload routes: not on the public port at all (the middleware answers 403 first).
         app.router.routes[:] = [r for r in app.router.routes if not is_control_path(getattr(r, "path", ""))]
@@ -356,7 +350,8 @@ class _GRPCServer:
             ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            PyfuncInferenceServicer(self._data_plane, self._extension), self._server
+            PyfuncInferenceServicer(self._data_plane, self._extension, self._settings.max_request_bytes),
+            self._server
         )
         self._server.add_insecure_port(self.address)
         await self._server.start()

@@ -141,7 +141,7 @@ def split_binary_request(body: bytes, json_length: int) -> tuple[dict[str, Any],
         if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
             raise SignatureError(f"malformed request: inputs[{i}] must be an object with a name")
         name, datatype, shape = inp["name"], inp.get("datatype"), inp.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise SignatureError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
         params = inp.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
@@ -304,6 +304,8 @@ class RequestDecoder:
             )
         try:
             arr = inp.as_numpy()
+        except SignatureError:
+            raise
         except (ValueError, TypeError) as exc:
             raise SignatureError(
                 f"input {inp.name!r} has shape {_fmt_shape(shape)} but its data does not fit it "
@@ -335,6 +337,8 @@ class RequestDecoder:
             if len(inputs) == 1:
                 return inputs[0].as_numpy()
             return {inp.name: inp.as_numpy() for inp in inputs}
+        except SignatureError:
+            raise
         except (ValueError, TypeError) as exc:
             raise SignatureError(f"input data does not fit its shape and datatype: {exc}") from None
 
