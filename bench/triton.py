@@ -1,20 +1,33 @@
-"""Benchmark: `runtime: triton` on a real platform: dynamic batching, Triton vs kserve, binary tensors.
+"""Benchmark: `runtime: triton` on a real platform: overhead vs bare Triton, dynamic batching, Triton vs
+kserve, binary tensors.
 
-    .venv/bin/python bench/triton.py [--rounds 3] [--seconds 2.5]
+    .venv/bin/python bench/triton.py [--rounds 3] [--trivial-rounds 5] [--seconds 2.5]
 
-Starts one platform (``mlplane up`` in a temporary state dir), registers the iris model and an
-identity pyfunc with a tensor signature FP32 ``[-1, 262144]`` (1 MiB per row), and deploys:
+Starts two platforms (``mlplane up`` in temporary state dirs): one with gRPC, one without (Triton's
+HTTP inference API is closed to clients while gRPC serves, so HTTP is measured there). Registers the
+iris model, an identity pyfunc with a tensor signature FP32 ``[-1, 262144]`` (1 MiB per row) and the
+trivial model (``INPUT0`` FP32 ``[-1, 4]`` -> ``OUTPUT0 = INPUT0 + 1``, a pyfunc), and deploys:
 
+* gRPC platform: ``add-t`` / ``add-tb``: the trivial model on triton without / with ``spec.batching``
+  (maxBatchSize 32, preferred 8/16, 1 ms);
+* HTTP platform: ``add-th``: the trivial model on triton without batching, and
 * ``iris-tb``: iris on triton with ``spec.batching`` (maxBatchSize 32, preferred 8/16, 2 ms),
 * ``iris-t``: iris on triton without batching, ``iris-k``: iris on kserve,
 * ``ident-t`` / ``ident-k``: the identity model on triton / kserve.
+
+Next to the platforms it starts the baseline: a bare ``tritonserver`` (the same binary and Python
+backend, the same serving flags) per model, serving a hand-written Python-backend model that does the same
+numpy work (``OUTPUT0 = INPUT0 + 1``), without and with the same dynamic batching (``bare`` /
+``bare-b``). Trivial model, in rounds that alternate mlplane and bare: p50 at 1 connection and
+throughput at 8 connections over HTTP and gRPC (one tritonclient per thread), and throughput at 16
+gRPC clients with vs without dynamic batching.
 
 Measures, with tritonclient.http (one client per thread, one-row iris requests), in rounds that
 alternate the deployments: throughput at 16 clients with vs without dynamic batching (plus the batch
 sizes Triton's ``/v2/models/<name>/stats`` counted), Triton vs kserve (p50 at 1 connection,
 throughput at 8 and 16), and a 1 MiB FP32 request+reply with the binary tensor extension vs JSON on
-both runtimes. Writes the table to bench/RESULTS.md under ``## Triton: runtimes, dynamic batching,
-binary tensors`` (other sections are kept). Always runs ``mlplane down``.
+both runtimes. Writes the tables to bench/RESULTS.md under ``## Triton: runtimes, dynamic batching,
+binary tensors`` (other sections are kept). Always runs ``mlplane down`` and stops the bare servers.
 """
 
 from __future__ import annotations
@@ -22,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,9 +47,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from _results import Report, run_context, write_section
+from mlplane.runtime.local.process import free_port
+from mlplane.runtime.local.runtimes import find_triton
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -45,10 +63,10 @@ WIDTH = 262144  # FP32 values per row: 1 MiB
 PLATFORM = """\
 apiVersion: mlplane.io/v1alpha1
 kind: Platform
-metadata: {name: bench}
+metadata: {{name: bench-{kind}}}
 spec:
-  tracking: {mode: embedded}
-  serving: {host: 127.0.0.1, grpc: true, maxRequestBytes: 67108864}
+  tracking: {{mode: embedded}}
+  serving: {{host: 127.0.0.1, grpc: {grpc}, maxRequestBytes: 67108864}}
 """
 DEPLOYMENT = """\
 apiVersion: mlplane.io/v1alpha1
@@ -59,13 +77,50 @@ spec:
   runtime: {runtime}
 {extra}"""
 BATCHING = "  batching: {maxBatchSize: 32, preferredBatchSizes: [8, 16], maxLatencyMs: 2}\n"
-DEPLOYMENTS = {  # name: (model, runtime, batching)
-    "iris-tb": ("iris", "triton", True),
-    "iris-t": ("iris", "triton", False),
-    "iris-k": ("iris", "kserve", False),
-    "ident-t": ("identity", "triton", False),
-    "ident-k": ("identity", "kserve", False),
+ADD_BATCHING = "  batching: {maxBatchSize: 32, preferredBatchSizes: [8, 16], maxLatencyMs: 1}\n"
+# Two platforms: Triton closes its HTTP inference API to clients when it serves gRPC (see
+# mlplane.runtime.local.plan.TRITON_HTTP_INFERENCE_CLOSED), so HTTP is measured on a platform without gRPC.
+PLATFORMS = {"grpc": "true", "http": "false"}
+DEPLOYMENTS = {  # name: (model, runtime, batching, platform)
+    "add-t": ("add", "triton", None, "grpc"),
+    "add-tb": ("add", "triton", ADD_BATCHING, "grpc"),
+    "add-th": ("add", "triton", None, "http"),
+    "iris-tb": ("iris", "triton", BATCHING, "http"),
+    "iris-t": ("iris", "triton", None, "http"),
+    "iris-k": ("iris", "kserve", None, "http"),
+    "ident-t": ("identity", "triton", None, "http"),
+    "ident-k": ("identity", "kserve", None, "http"),
 }
+ADD_ROW = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+# The bare baseline: what a Triton user writes for the trivial model. The two preambles are not per
+# request: numpy comes from this virtualenv (the backend stub ignores PYTHONPATH), and the message
+# numpy 2 prints for every DLPack capsule the stub takes is dropped as mlplane's backend drops it
+# (printing it costs more than the model; a quieter baseline is the stricter one).
+BARE_MODEL_PY = """\
+import os
+import site
+import sys
+
+before = list(sys.path)
+for directory in os.environ["BARE_SITE_PACKAGES"].split(os.pathsep):
+    site.addsitedir(directory)
+sys.path[:] = sys.path[len(before):] + before
+
+_hook = sys.unraisablehook
+sys.unraisablehook = lambda u: None if "PyCapsule_GetPointer" in str(u.exc_value) else _hook(u)
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = np.from_dlpack(pb_utils.get_input_tensor_by_name(request, "INPUT0"))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("OUTPUT0", x + 1)]))
+        return responses
+"""
 
 
 def mlplane(state_dir: Path, *args: str, timeout: float = 300) -> str:
@@ -97,6 +152,83 @@ def register_identity(tracking: str) -> None:
                                 registered_model_name="identity")
 
 
+def register_add(tracking: str) -> None:
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    class Add(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input["INPUT0"] + 1
+
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, 4), "INPUT0")])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, 4), "OUTPUT0")])
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    mlflow.set_experiment("bench-add")
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Add(), pip_requirements=["numpy"],
+                                signature=ModelSignature(inputs=inputs, outputs=outputs), registered_model_name="add")
+
+
+class BareTriton:
+    """A bare ``tritonserver`` serving the hand-written trivial model as ``name`` (the baseline)."""
+
+    def __init__(self, root: Path, name: str, batched: bool) -> None:
+        install = find_triton()
+        self.name, self.dir = name, root / name
+        models, backend = self.dir / "models", self.dir / "backends" / "python"
+        (models / name / "1").mkdir(parents=True)
+        backend.mkdir(parents=True)
+        for src in (install.python_backend / "libtriton_python.so",
+                    install.python_backend / "triton_python_backend_utils.py", install.stub):
+            shutil.copy2(src, backend / src.name)
+        dims = "[ 4 ]" if batched else "[ -1, 4 ]"
+        config = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {32 if batched else 0}",
+                  f'input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: {dims} }} ]',
+                  f'output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: {dims} }} ]',
+                  "instance_group [ { count: 1 kind: KIND_CPU } ]"]
+        if batched:  # what mlplane writes for ADD_BATCHING
+            config.append("dynamic_batching { preferred_batch_size: [ 8, 16 ] max_queue_delay_microseconds: 1000 }")
+        (models / name / "config.pbtxt").write_text("\n".join(config) + "\n")
+        (models / name / "1" / "model.py").write_text(BARE_MODEL_PY)
+        http, grpc, metrics = free_port(), free_port(), free_port()
+        self.url, self.grpc = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+        argv = [str(install.binary), f"--model-repository={models}", f"--backend-directory={backend.parent}",
+                "--model-control-mode=explicit", f"--load-model={name}", "--disable-auto-complete-config",
+                "--strict-readiness=true", "--exit-on-error=true", "--http-address=127.0.0.1",
+                f"--http-port={http}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--allow-metrics=true",
+                "--metrics-address=127.0.0.1", f"--metrics-port={metrics}"]
+        env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(str(p) for p in install.library_path),
+               "BARE_SITE_PACKAGES": os.pathsep.join(str(p) for p in install.site_packages)}
+        self.log = self.dir / "tritonserver.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bare tritonserver {self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://{self.url}/v2/models/{self.name}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"bare tritonserver {self.name} not ready after {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (the server and its backend stubs)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
 # -- requests ------------------------------------------------------------------------------------
 def iris_inputs(batched: bool) -> list:
     inputs = []
@@ -122,7 +254,31 @@ class Target:
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
 
-def latency(target: Target, n: int) -> list[float]:
+class AddTarget:
+    """The trivial model (``name`` on the server at ``url`` / ``grpc``) over one protocol."""
+
+    def __init__(self, label: str, name: str, url: str, grpc: str, proto: str) -> None:
+        self.label, self.model, self.proto = label, name, proto
+        self.role = "bare" if label.startswith("bare") else "add-t"  # mlplane's plain deployment on either platform
+        self.name = f"{label} ({proto})"
+        self.lib = httpclient if proto == "http" else grpcclient
+        self.address = url if proto == "http" else grpc
+        inp = self.lib.InferInput("INPUT0", list(ADD_ROW.shape), "FP32")
+        inp.set_data_from_numpy(ADD_ROW)
+        self.inputs = [inp]
+
+    def client(self):
+        if self.proto == "http":
+            return httpclient.InferenceServerClient(url=self.address, connection_timeout=30, network_timeout=60)
+        return grpcclient.InferenceServerClient(url=self.address)
+
+    def infer(self, client) -> None:
+        out = client.infer(self.model, self.inputs).as_numpy("OUTPUT0")
+        if out is None or not np.array_equal(out, ADD_ROW + 1):
+            raise RuntimeError(f"{self.name}: unexpected output {out!r}")
+
+
+def latency(target: Target | AddTarget, n: int) -> list[float]:
     client, out = target.client(), []
     try:
         for _ in range(n):
@@ -134,7 +290,7 @@ def latency(target: Target, n: int) -> list[float]:
     return out
 
 
-def throughput(target: Target, clients: int, seconds: float) -> float:
+def throughput(target: Target | AddTarget, clients: int, seconds: float) -> float:
     conns = [target.client() for _ in range(clients)]
     counts = [0] * clients
     errors: list[str] = []
@@ -198,10 +354,76 @@ def p50_ms(samples: list[float]) -> float:
     return float(np.percentile(np.asarray(samples) * 1000.0, 50))
 
 
+# -- trivial model: mlplane vs bare Triton ----------------------------------------------------------
+def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, requests: int, seconds: float) -> dict:
+    """p50 at 1 connection and throughput at 8 connections of mlplane (``add-th`` over HTTP, ``add-t``
+    over gRPC) vs ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that
+    alternate the order."""
+    def target(label: str, proto: str) -> AddTarget:
+        if label in bare:
+            return AddTarget(label, label, bare[label].url, bare[label].grpc, proto)
+        return AddTarget(label, label, deps[label]["url"].removeprefix("http://"), deps[label]["grpc"], proto)
+
+    pairs = {"http": (target("add-th", "http"), target("bare", "http")),
+             "grpc": (target("add-t", "grpc"), target("bare", "grpc"))}
+    batching = [target(label, "grpc") for label in ("add-tb", "add-t", "bare-b", "bare")]
+    for t in [*(t for pair in pairs.values() for t in pair), *batching]:  # warm-up
+        latency(t, 100)
+        throughput(t, 16, 0.5)
+    lat: dict[tuple[str, str], list[float]] = {(t.role, p): [] for p, pair in pairs.items() for t in pair}
+    tput: dict[tuple[str, str, int], list[float]] = {}
+    before = batch_counts({"url": deps["add-tb"]["url"]}, "add-tb")
+    for r in range(rounds):
+        for proto, pair in pairs.items():
+            for t in pair if r % 2 == 0 else pair[::-1]:
+                lat[(t.role, proto)] += latency(t, requests)
+        for proto, pair in pairs.items():
+            for t in pair if r % 2 == 0 else pair[::-1]:
+                tput.setdefault((t.role, proto, 8), []).append(throughput(t, 8, seconds))
+        for t in batching if r % 2 == 0 else batching[::-1]:
+            tput.setdefault((t.label, "grpc", 16), []).append(throughput(t, 16, seconds))
+        print(f"trivial model round {r + 1}/{rounds} done", flush=True)
+    after = batch_counts({"url": deps["add-tb"]["url"]}, "add-tb")
+    batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    return {"lat": lat, "tput": {k: statistics.median(v) for k, v in tput.items()},
+            "rounds": dict(tput), "batches": {s: n for s, n in sorted(batches.items()) if n}}
+
+
+def trivial_report(m: dict) -> Report:
+    report = Report("metric", "A", "B", "A / B")
+    lat, tput = m["lat"], m["tput"]
+    for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
+        a, b = p50_ms(lat[("add-t", proto)]), p50_ms(lat[("bare", proto)])
+        report.add(f"{label} p50, 1 connection: mlplane (A) vs bare (B)", f"{a:.3f} ms", f"{b:.3f} ms",
+                   ratio=a / b, goal="≤ 1.15", ok=a / b <= 1.15)
+    for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
+        a, b = tput[("add-t", proto, 8)], tput[("bare", proto, 8)]
+        report.add(f"{label} throughput, 8 connections: mlplane (A) vs bare (B)", f"{a:.0f} req/s", f"{b:.0f} req/s",
+                   ratio=a / b, goal="≥ 0.85", ok=a / b >= 0.85)
+    for batched, plain, who, goal in (("add-tb", "add-t", "mlplane", 2.0), ("bare-b", "bare", "bare", None)):
+        a, b = tput[(batched, "grpc", 16)], tput[(plain, "grpc", 16)]
+        report.add(f"{who} dynamic batching gain, 16 gRPC clients: batching (A) vs none (B)", f"{a:.0f} req/s",
+                   f"{b:.0f} req/s", ratio=a / b, goal=f"≥ {goal:.2f}" if goal else "report",
+                   ok=a / b >= goal if goal else None)
+    return report
+
+
+def spread(rounds: dict) -> str:
+    """Per-round throughput of mlplane / bare (the noise between rounds of the same run)."""
+    parts = []
+    for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
+        ratios = [a / b for a, b in zip(rounds[("add-t", proto, 8)], rounds[("bare", proto, 8)], strict=True)]
+        parts.append(f"{label} {min(ratios):.2f}–{max(ratios):.2f}")
+    gains = [a / b for a, b in zip(rounds[("add-tb", "grpc", 16)], rounds[("add-t", "grpc", 16)], strict=True)]
+    return (f"throughput mlplane / bare per round: {', '.join(parts)}; mlplane batching gain per round: "
+            f"{min(gains):.2f}–{max(gains):.2f}")
+
+
 # -- main ----------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trivial-rounds", type=int, default=5, help="rounds of the mlplane vs bare Triton part")
     parser.add_argument("--seconds", type=float, default=2.5, help="throughput window per measurement")
     parser.add_argument("--requests", type=int, default=150, help="latency requests per deployment and round")
     parser.add_argument("--binary-samples", type=int, default=20)
@@ -211,22 +433,39 @@ def main() -> None:
     from mlplane_pipelines.iris import train_and_register
 
     with tempfile.TemporaryDirectory(prefix="mlplane-bench-triton-") as tmp:
-        state_dir = Path(tmp) / ".mlplane"
-        platform_yaml = Path(tmp) / "platform.yaml"
-        platform_yaml.write_text(PLATFORM)
+        state_dirs = {kind: Path(tmp) / kind / ".mlplane" for kind in PLATFORMS}
+        bare: dict[str, BareTriton] = {}
+        up: list[Path] = []
         try:
-            mlplane(state_dir, "up", "-f", str(platform_yaml))
-            tracking = json.loads(mlplane(state_dir, "status", "-o", "json"))["trackingUri"]
-            train_and_register(tracking, name="iris")
-            register_identity(tracking)
-            for name, (model, runtime, batched) in DEPLOYMENTS.items():
-                path = Path(tmp) / f"{name}.yaml"
-                path.write_text(DEPLOYMENT.format(name=name, model=model, runtime=runtime,
-                                                  extra=BATCHING if batched else ""))
-                mlplane(state_dir, "deploy", "-f", str(path))
-            deps = json.loads(mlplane(state_dir, "status", "-o", "json"))["deployments"]
+            for name, batched in (("bare", False), ("bare-b", True)):
+                bare[name] = BareTriton(Path(tmp) / "bare", name, batched)
+            deps: dict[str, dict] = {}
+            for kind, grpc in PLATFORMS.items():
+                platform_yaml = Path(tmp) / f"platform-{kind}.yaml"
+                platform_yaml.write_text(PLATFORM.format(kind=kind, grpc=grpc))
+                up.append(state_dirs[kind])
+                mlplane(state_dirs[kind], "up", "-f", str(platform_yaml))
+                tracking = json.loads(mlplane(state_dirs[kind], "status", "-o", "json"))["trackingUri"]
+                models = {m for m, _rt, _b, k in DEPLOYMENTS.values() if k == kind}
+                if "iris" in models:
+                    train_and_register(tracking, name="iris")
+                if "identity" in models:
+                    register_identity(tracking)
+                register_add(tracking)
+                for name, (model, runtime, batching, k) in DEPLOYMENTS.items():
+                    if k == kind:
+                        path = Path(tmp) / f"{name}.yaml"
+                        path.write_text(DEPLOYMENT.format(name=name, model=model, runtime=runtime,
+                                                          extra=batching or ""))
+                        mlplane(state_dirs[kind], "deploy", "-f", str(path))
+                deps.update(json.loads(mlplane(state_dirs[kind], "status", "-o", "json"))["deployments"])
             assert all(deps[n]["status"] == "ready" for n in DEPLOYMENTS), deps
-            print(f"platform + {len(DEPLOYMENTS)} deployments ready ({time.monotonic() - started:.0f}s)", flush=True)
+            for server in bare.values():
+                server.wait_ready()
+            print(f"2 platforms + {len(DEPLOYMENTS)} deployments + bare Triton ready "
+                  f"({time.monotonic() - started:.0f}s)", flush=True)
+
+            trivial = trivial_rounds(deps, bare, args.trivial_rounds, args.requests, args.seconds)
 
             tb = Target("iris-tb", deps["iris-tb"], True)
             tp = Target("iris-t", deps["iris-t"], False)
@@ -265,10 +504,13 @@ def main() -> None:
                 tensor[(name, False)] = tensor_latency(deps[name], name, False, args.json_samples)
             print(f"measurements done ({time.monotonic() - started:.0f}s)", flush=True)
         finally:
-            try:
-                mlplane(state_dir, "down")
-            except Exception as exc:  # still report the failure to stop
-                print(f"mlplane down failed: {exc}", file=sys.stderr)
+            for server in bare.values():
+                server.stop()
+            for state_dir in up:
+                try:
+                    mlplane(state_dir, "down")
+                except Exception as exc:  # still report the failure to stop
+                    print(f"mlplane down failed: {exc}", file=sys.stderr)
 
     med = {k: statistics.median(v) for k, v in tput.items()}
     report = Report("metric", "A", "B", "A / B")
@@ -294,12 +536,38 @@ def main() -> None:
         row(f"1 MiB FP32 request+reply p50, {label}: binary (A) vs JSON (B)",
             f"{b:.1f} ms", f"{j:.0f} ms", b / j, "≤ 0.10", b / j <= 0.10)
 
-    total = sum(batches.values())
-    dist = ", ".join(f"{s}: {n}" for s, n in batches.items()) or "none"
-    requests = sum(s * n for s, n in batches.items())
+    def evidence(counts: dict[int, int]) -> str:
+        total, requests = sum(counts.values()), sum(s * n for s, n in counts.items())
+        dist = ", ".join(f"{s}: {n}" for s, n in counts.items()) or "none"
+        mean = requests / total if total else 0
+        return f"{dist} — {total} executions for {requests} requests (mean batch {mean:.1f})"
+
+    bare_report = trivial_report(trivial)
+    load = os.getloadavg()
     body = "\n".join([
-        f"{run_context()} The platform (tritonserver, kserve servers, MLflow) and the load generator share "
-        "the CPUs. One platform (`mlplane up`, temporary state dir); "
+        f"{run_context()} The platform (tritonserver, kserve servers, MLflow), the bare tritonservers and the "
+        f"load generator share the CPUs with whatever else runs (load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} at the end, 1 / 5 / 15 min): compare the ratios, which were measured side by side.",
+        "",
+        "**`runtime: triton` vs a bare Triton Python-backend model** (the trivial model: `INPUT0` FP32 `[-1, 4]` → "
+        "`OUTPUT0 = INPUT0 + 1`). mlplane: an MLflow pyfunc doing that add, deployed as `add-t` (no batching) "
+        "and `add-tb` (`spec.batching`: maxBatchSize 32, preferredBatchSizes [8, 16], maxLatencyMs 1) on a "
+        "platform with gRPC, and as `add-th` (no batching) on a second platform without gRPC for the HTTP rows "
+        "(Triton's HTTP inference API is closed to clients while gRPC serves). Bare: "
+        "the same tritonserver binary, Python backend and serving flags (without mlplane's API restrictions), "
+        "one server per model, with a hand-written "
+        "`model.py` doing the same numpy add per request (`bench/triton.py`, `BARE_MODEL_PY`), without and with "
+        "the same `dynamic_batching`. One `[1, 4]` request, tritonclient (HTTP and gRPC), one client per "
+        f"thread. After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare: {args.requests} "
+        f"sequential requests each (p50, pooled) and {args.seconds:g} s windows at 8 connections and at 16 gRPC "
+        "clients (throughput, median of rounds).",
+        "",
+        bare_report.markdown(),
+        "",
+        f"Noise: {spread(trivial['rounds'])}. Batches `add-tb` executed (`/v2/models/add-tb/stats`, batch size: "
+        f"count): {evidence(trivial['batches'])}.",
+        "",
+        "**iris, the identity model, Triton vs kserve** (on the platform without gRPC): "
         "iris (`mlplane_pipelines.iris`) on triton with `spec.batching` (maxBatchSize 32, "
         "preferredBatchSizes [8, 16], maxLatencyMs 2), on triton without batching and on kserve; an identity "
         "pyfunc with tensor signature FP32 `[-1, 262144]` on triton and kserve. Clients: `tritonclient.http`, "
@@ -314,14 +582,13 @@ def main() -> None:
         report.markdown(),
         "",
         f"Dynamic batching evidence (`/v2/models/iris-tb/stats`, batches executed during the measured rounds, "
-        f"batch size: count): {dist} — {total} executions for {requests} requests "
-        f"(mean batch {requests / total if total else 0:.1f}).",
+        f"batch size: count): {evidence(batches)}.",
         "",
         f"Reproduce: `.venv/bin/python bench/triton.py` ({time.monotonic() - started:.0f} s).",
     ])
     write_section(SECTION, body)
     print(body)
-    print(report.verdict())
+    print("all goals met" if report.all_met and bare_report.all_met else "SOME GOALS MISSED")
 
 
 if __name__ == "__main__":

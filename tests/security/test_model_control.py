@@ -23,6 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from client import SAMPLES, _inputs  # noqa: E402
 from platform_helpers import mlplane, status  # noqa: E402
 
+from mlplane.auth.mlflow import use_platform_credentials  # noqa: E402
 from mlplane_pipelines.iris import train_and_register  # noqa: E402
 
 KEY_RE = re.compile(r"mlp_[0-9a-f]{12}_[0-9A-Za-z]{40}")
@@ -87,6 +89,7 @@ def _up(base: Path, platform_yaml: str) -> tuple[Path, str]:
     state_dir = base / ".mlplane"
     (base / "platform.yaml").write_text(platform_yaml)
     mlplane(state_dir, "up", "-f", str(base / "platform.yaml"))
+    use_platform_credentials(state_dir)  # auth on: MLflow needs the platform's user, as `eval "$(mlplane env)"` gives
     tracking = status(state_dir)["trackingUri"]
     train_and_register(tracking, name="iris", C=1.0)
     train_and_register(tracking, name="iris", C=0.02)
@@ -163,17 +166,26 @@ def _attack_grpc(address: str, model: str, evil: Path, headers: dict[str, str]) 
 
 
 def _served(dep: dict, model: str, headers: dict[str, str]) -> tuple[list[str], str, str, list[int]]:
-    """Metadata versions, then a prediction's version over HTTP and gRPC, and its classes (readiness 200)."""
+    """Metadata versions, then a prediction's version over HTTP and gRPC, and its classes (readiness 200).
+
+    Triton ("tri") serves inference over gRPC only (docs/triton-limits.md): its HTTP route must refuse
+    with 403, and its HTTP version is then the gRPC answer's."""
     versions = httpx.get(f"{dep['url']}/v2/models/{model}", headers=headers, timeout=30).json()["versions"]
     assert httpx.get(f"{dep['url']}/v2/models/{model}/ready", timeout=30).status_code == 200
-    http_result = httpclient.InferenceServerClient(url=dep["url"].removeprefix("http://")).infer(
-        model, _inputs(httpclient, SAMPLES), headers=dict(headers))
     grpc_result = grpcclient.InferenceServerClient(url=dep["grpc"]).infer(
         model, _inputs(grpcclient, SAMPLES), headers=dict(headers))
-    classes = http_result.as_numpy("output-0")
-    assert np.array_equal(classes, grpc_result.as_numpy("output-0"))
-    return (versions, http_result.get_response()["model_version"], grpc_result.get_response().model_version,
-            np.asarray(classes).ravel().tolist())
+    classes = grpc_result.as_numpy("output-0")
+    http_client = httpclient.InferenceServerClient(url=dep["url"].removeprefix("http://"))
+    if model == "tri":
+        with pytest.raises(InferenceServerException) as refused:
+            http_client.infer(model, _inputs(httpclient, SAMPLES), headers=dict(headers))
+        assert str(refused.value.status()) == "403", refused.value
+        http_version = grpc_result.get_response().model_version
+    else:
+        http_result = http_client.infer(model, _inputs(httpclient, SAMPLES), headers=dict(headers))
+        assert np.array_equal(classes, http_result.as_numpy("output-0"))
+        http_version = http_result.get_response()["model_version"]
+    return (versions, http_version, grpc_result.get_response().model_version, np.asarray(classes).ravel().tolist())
 
 
 def test_kserve_refuses_every_client_model_control_with_auth_on(secured):

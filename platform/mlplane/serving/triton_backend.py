@@ -9,20 +9,24 @@ are decoded with the same :class:`~mlplane.serving.signature.RequestDecoder` as 
 so a model sees the same DataFrame or ndarray under both runtimes. Requests the dynamic batcher
 hands over together are concatenated row-wise, predicted once and split again; if the combined
 batch fails, each request is retried alone so one bad request cannot fail its neighbours.
+
+Per request the model does only what the request needs: everything that depends on the model alone
+(input types, output names, which predict to call) is worked out in :meth:`initialize`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import functools
+import inspect
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from mlplane.serving.signature import RequestDecoder, ResponseEncoder, example_input
+from mlplane.serving.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input
 
 
 class _Input:
@@ -54,11 +58,15 @@ class TritonPythonModel:
         signature = self.model.metadata.signature
         self._decoder = RequestDecoder(signature.inputs if signature else None)
         self._encoder = ResponseEncoder(signature.outputs if signature else None)
-        self._inputs = [(t["name"], _v2(t["data_type"])) for t in config["input"]]
+        self._types = {t["name"]: _v2(t["data_type"]) for t in config["input"]}
         self._outputs = [t["name"] for t in config["output"]]
+        self._output_names = frozenset(self._outputs)
+        self._max_request_bytes = int(os.environ.get("MLPLANE_MAX_REQUEST_BYTES") or 0)  # 0: no limit
+        self._predict_fn = pyfunc_predictor(self.model)
+        quiet_dlpack_capsule_errors()
         warmup = example_input(signature.inputs if signature else None)
         if warmup is not None:
-            self.model.predict(warmup)
+            self._predict_fn(warmup)
 
     def execute(self, requests: Sequence[Any]) -> list[Any]:
         if len(requests) > 1:  # a dynamic batch: one predict for all rows
@@ -70,49 +78,164 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------ helpers
     def _one(self, request: Any) -> Any:
+        inputs: list[_Input] = []
         try:
-            (outputs,) = self._predict([self._read(request)])
+            inputs = self._read(request)
+            (outputs,) = self._predict([inputs])
             return self._respond(outputs)
+        except (RequestTooLarge, SignatureError) as exc:  # the client's mistake: 400 / INVALID_ARGUMENT
+            return self._pb.InferenceResponse(error=self._pb.TritonError(str(exc), self._pb.TritonError.INVALID_ARG))
         except Exception as exc:
+            refused = [i.name for i in inputs if i.as_numpy().dtype.kind == "f" and not np.isfinite(i.as_numpy()).all()]
+            if refused:  # NaN/Infinity the model refuses: the client's values, 400 naming the inputs (as kserve)
+                return self._pb.InferenceResponse(error=self._pb.TritonError(
+                    f"input(s) {', '.join(map(repr, refused))} hold NaN or infinite values, which the model refuses: "
+                    f"{type(exc).__name__}: {exc}", self._pb.TritonError.INVALID_ARG))
             return self._pb.InferenceResponse(error=self._pb.TritonError(f"{type(exc).__name__}: {exc}"))
 
-    def _read(self, request: Any) -> dict[str, np.ndarray]:
-        arrays = {}
-        for name, datatype in self._inputs:
-            tensor = self._pb.get_input_tensor_by_name(request, name)
-            if tensor is None:
-                continue
-            arrays[name] = tensor.as_numpy() if datatype == "BYTES" else np.from_dlpack(tensor)
-        return arrays
+    def _read(self, request: Any) -> list[_Input]:
+        """The request's tensors (Triton already checked them against config.pbtxt's names and types)."""
+        types = self._types
+        inputs = []
+        for tensor in request.inputs():
+            name = tensor.name()
+            datatype = types[name]
+            inputs.append(_Input(name, datatype, tensor.as_numpy() if datatype == "BYTES" else np.from_dlpack(tensor)))
+        check_request_bytes(inputs, self._max_request_bytes)
+        return inputs
 
-    def _predict(self, batches: list[dict[str, np.ndarray]]) -> list[list[tuple[str, np.ndarray]]]:
+    def _predict(self, batches: list[list[_Input]]) -> list[list[tuple[str, np.ndarray]]]:
         """Predict the rows of all requests at once; one list of (name, array) per request."""
         if len(batches) == 1:
             merged = batches[0]
-            rows = [0]
         else:
-            names = batches[0].keys()
-            merged = {n: np.concatenate([b[n] for b in batches]) for n in names}
-            counts = [len(next(iter(b.values()))) for b in batches]
-            rows = list(np.cumsum(counts)[:-1])
-        types = dict(self._inputs)
-        pyfunc_input = self._decoder.decode([_Input(n, types[n], a) for n, a in merged.items()])
-        encoded = {name: arr for name, _dt, arr in self._encoder.encode(self.model.predict(pyfunc_input))}
-        missing = [n for n in self._outputs if n not in encoded]
-        if missing:
+            order = [i.name for i in batches[0]]
+            by_name = [{i.name: i for i in b} for b in batches]
+            if any(b.keys() != by_name[0].keys() for b in by_name[1:]):  # not the same inputs: no common batch
+                raise ValueError("the requests of this batch do not carry the same inputs")
+            merged = [_Input(n, by_name[0][n].datatype, np.concatenate([b[n].as_numpy() for b in by_name]))
+                      for n in order]
+        encoded = {name: arr for name, _dt, arr in self._encoder.encode(self._predict_fn(self._decoder.decode(merged)))}
+        if not self._output_names <= encoded.keys():
+            missing = [n for n in self._outputs if n not in encoded]
             raise ValueError(f"the model returned {sorted(encoded)}, not the declared output(s) {missing}")
+        outputs = [(n, encoded[n]) for n in self._outputs]
         if len(batches) == 1:
-            return [[(n, encoded[n]) for n in self._outputs]]
-        parts = {n: np.split(encoded[n], rows) for n in self._outputs}
-        return [[(n, parts[n][i]) for n in self._outputs] for i in range(len(batches))]
+            return [outputs]
+        ends = np.cumsum([b[0].shape[0] for b in batches]).tolist()
+        if any(len(a) != ends[-1] for _n, a in outputs):  # rows cannot be told apart: answer each alone
+            raise ValueError(f"the model returned {[len(a) for _n, a in outputs]} rows for {ends[-1]} input rows")
+        return [[(n, a[start:end]) for n, a in outputs] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _respond(self, outputs: list[tuple[str, np.ndarray]]) -> Any:
         pb = self._pb
-        # The stub prints a harmless "PyCapsule_GetPointer called with incorrect name" traceback for
-        # every numpy-2 DLPack capsule it takes (the tensor is fine): keep it out of the log.
-        with contextlib.redirect_stderr(io.StringIO()):
-            tensors = [pb.Tensor.from_dlpack(n, _exportable(a)) for n, a in outputs]
-        return pb.InferenceResponse(tensors)
+        return pb.InferenceResponse([pb.Tensor.from_dlpack(n, _exportable(a)) for n, a in outputs])
+
+
+def pyfunc_predictor(model: Any) -> Callable[[Any], Any]:
+    """What to call per request for ``model`` (an MLflow ``PyFuncModel``) with a decoded input.
+
+    ``model.predict`` enforces the input schema on every call (and inspects the predict function's
+    signature each time). For a tensor signature of numbers or booleans without a params schema, that
+    enforcement (names, dtypes, shapes) is what :class:`RequestDecoder` has already checked, and it
+    hands the input on unchanged: then the model's own predict function is called with the same input
+    and the same params (``None``), inside the same MLflow prediction context (the model id, for
+    traces), with what ``model.predict`` looks up per call resolved once here. Every other signature
+    (columns, strings, params, type hints, dependency schemas) goes through ``model.predict``, whose
+    enforcement may convert the input.
+    """
+    predict_fn = getattr(model, "_predict_fn", None)  # PyFuncModel's predict function (MLflow 2 and 3)
+    metadata = model.metadata
+    schema = metadata.get_input_schema()
+    from_type_hints = getattr(metadata, "_is_signature_from_type_hint", None)
+    if (predict_fn is None or schema is None or not schema.inputs or not schema.is_tensor_spec()
+            or not (schema.has_input_names() or len(schema.inputs) == 1)
+            or metadata.get_params_schema() is not None or from_type_hints is None or from_type_hints()
+            or (metadata.metadata or {}).get("dependencies_schemas")
+            or any(np.dtype(spec.type).kind not in "biuf" for spec in schema.inputs)):
+        return model.predict
+    fn = _python_model_predict(getattr(model, "_model_impl", None), predict_fn)
+    if fn is None:
+        params = inspect.signature(predict_fn).parameters.get("params")
+        if params is not None and params.kind != inspect.Parameter.VAR_KEYWORD:
+            fn = functools.partial(predict_fn, params=None)
+        else:
+            fn = predict_fn
+    model_id = getattr(model, "model_id", None)
+    if not model_id:  # an empty prediction context changes nothing
+        return fn
+    from mlflow.pyfunc.context import Context, set_prediction_context
+
+    def predict(data: Any) -> Any:
+        with set_prediction_context(Context(model_id=model_id)):
+            return fn(data)
+
+    return predict
+
+
+def _python_model_predict(impl: Any, predict_fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+    """A ``PythonModel``'s own predict, called the way MLflow's wrapper calls it with ``params=None``.
+
+    The wrapper (``_PythonModelPyfuncWrapper.predict``) inspects the model's predict signature on
+    every call to decide whether to pass ``context`` and ``params``; here that is decided once. Its
+    input conversion only touches DataFrames, which the tensor inputs of this path never are.
+    ``None`` when ``impl`` is not that wrapper (other flavours keep their own predict function).
+    """
+    python_model = getattr(impl, "python_model", None)
+    if type(impl).__name__ != "_PythonModelPyfuncWrapper" or python_model is None or predict_fn != impl.predict:
+        return None
+    try:
+        from mlflow.models.signature import _is_context_in_predict_function_signature
+    except ImportError:  # another MLflow: keep its wrapper
+        return None
+    parameters = inspect.signature(python_model.predict).parameters
+    kwargs = {"params": None} if "params" in parameters else {}
+    if _is_context_in_predict_function_signature(parameters=parameters):
+        return functools.partial(python_model.predict, impl.context, **kwargs)
+    return functools.partial(python_model.predict, **kwargs)
+
+
+_CAPSULE_ERROR = "PyCapsule_GetPointer called with incorrect name"
+
+
+def quiet_dlpack_capsule_errors() -> None:
+    """Drop the harmless error numpy 2 reports for every DLPack capsule the backend stub takes.
+
+    The stub marks a capsule it consumed with a name numpy does not know, so numpy's capsule destructor
+    reports "PyCapsule_GetPointer called with incorrect name" as an unraisable error (the tensor is
+    fine). The default hook prints a traceback per response into the server log; this hook drops
+    exactly that error and hands every other one to the hook it replaces. Installed once per stub
+    process (one model per stub).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_mlplane_quiet_capsules", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if not (unraisable.object is None and type(exc) is ValueError and str(exc) == _CAPSULE_ERROR):
+            previous(unraisable)
+
+    hook._mlplane_quiet_capsules = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+class RequestTooLarge(ValueError):
+    """A request's tensors are larger than ``serving.maxRequestBytes``."""
+
+
+def check_request_bytes(inputs: Sequence[_Input], limit: int) -> None:
+    """Refuse a request whose tensors add up to more than ``limit`` bytes (0: no limit), before the model sees it.
+
+    Triton 2.51 has no request-size option: this is where ``serving.maxRequestBytes`` holds on gRPC
+    (see docs/triton-limits.md).
+    """
+    if limit <= 0:
+        return
+    total = sum(i.as_numpy().nbytes for i in inputs)
+    if total > limit:
+        raise RequestTooLarge(f"the request's tensors are {total} bytes, over serving.maxRequestBytes "
+                              f"({limit} bytes); send fewer rows per request")
 
 
 def model_location(version_dir: str, model_uri: str) -> str:

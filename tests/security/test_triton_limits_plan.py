@@ -1,0 +1,64 @@
+"""What the local runtime tells tritonserver about limits and version switches, without starting one
+(the real server gets the same requests in test_triton_limits.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from mlplane.resolution import ResolvedModel
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import TRITON_HTTP_INFERENCE_CLOSED, Endpoint, TritonInstall, triton_process
+from mlplane.runtime.local.runtimes import ServingContext, runtime_for
+from mlplane.runtime.local.triton_control import model_load_request
+from mlplane.serving.triton_backend import RequestTooLarge, _Input, check_request_bytes
+
+INSTALL = TritonInstall(Path("/t/bin/tritonserver"), Path("/t/backends/python"), Path("/t/stub"), (), ())
+
+
+def _argv(tmp_path: Path, grpc_port: int | None) -> list[str]:
+    spec = triton_process(StatePaths(tmp_path), "iris", Endpoint("127.0.0.1", 1, grpc_port), "http://x", 5,
+                          INSTALL, "k3y", max_request_bytes=4096)
+    assert spec.env["MLPLANE_MAX_REQUEST_BYTES"] == "4096"
+    return list(spec.argv)
+
+
+def test_with_grpc_clients_infer_over_grpc_only(tmp_path):
+    prefix = f"--http-restricted-api=inference:{TRITON_HTTP_INFERENCE_CLOSED}="
+    closed = [a for a in _argv(tmp_path, 2) if a.startswith(prefix)]
+    value = closed[0].rsplit("=", 1)[1]
+    assert len(closed) == 1 and len(value) >= 32 and "k3y" not in value  # a value no client holds
+    # Model control is still the supervisor's, on both protocols.
+    assert "--http-restricted-api=model-repository,logging,trace:mlplane-control-key=k3y" in _argv(tmp_path, 2)
+
+
+def test_without_grpc_http_inference_is_the_only_way_in(tmp_path):
+    argv = _argv(tmp_path, None)
+    assert "--allow-grpc=false" in argv
+    assert not [a for a in argv if a.startswith("--http-restricted-api=inference")]
+
+
+def test_triton_switches_versions_over_grpc_with_the_key_as_restricted_protocol_metadata(tmp_path):
+    ctx = ServingContext(StatePaths(tmp_path), "http://x", 1024, 5, control_key="s3cret-key")
+    load = runtime_for("triton").load_request("iris", ResolvedModel("models:/iris/2", "2"), ctx)
+    assert load.grpc_metadata == {"triton-grpc-protocol-mlplane-control-key": "s3cret-key"}
+    assert "s3cret-key" not in repr(load)
+    kserve = runtime_for("kserve").load_request("iris", ResolvedModel("models:/iris/2", "2"), ctx)
+    assert kserve.grpc_metadata is None  # kserve switches on its control socket
+
+
+@pytest.mark.parametrize("name", ["iris", "x" * 200, "modèle-ü" * 20])
+def test_the_hand_encoded_load_request_is_what_tritons_protobuf_reads(name):
+    request = pb.RepositoryModelLoadRequest.FromString(model_load_request(name))
+    assert request.model_name == name and request.repository_name == "" and not request.parameters
+
+
+def test_the_backend_refuses_tensors_over_max_request_bytes_and_names_the_limit():
+    inputs = [_Input("a", "FP64", np.ones(64)), _Input("b", "FP64", np.ones(64))]  # 1024 bytes
+    check_request_bytes(inputs, 1024)
+    check_request_bytes(inputs, 0)  # no limit
+    with pytest.raises(RequestTooLarge, match=r"1024 bytes, over serving.maxRequestBytes \(1023 bytes\)"):
+        check_request_bytes(inputs, 1023)
