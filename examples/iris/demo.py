@@ -43,6 +43,10 @@ def main() -> None:
         mlplane("up", "-f", str(HERE / "platform.yaml"))
     state = json.loads(mlplane("status", "-o", "json", capture=True))
     tracking_uri = state["trackingUri"]
+    # With spec.auth.enabled, MLflow needs the platform's credentials (what `eval "$(mlplane env)"` sets).
+    from mlplane.auth.mlflow import use_platform_credentials
+
+    use_platform_credentials(Path(state["stateDir"]))
 
     step("Train a scikit-learn classifier, log it to MLflow and register it as iris@champion")
     from mlplane_pipelines.iris import train_and_register

@@ -63,7 +63,12 @@ def main() -> None:
         print("The RAG platform is already running; reusing it.")
     else:
         mlplane("up", "-f", str(HERE / "platform.yaml"))
-    tracking_uri = json.loads(mlplane("status", "-o", "json", capture=True))["trackingUri"]
+    state = json.loads(mlplane("status", "-o", "json", capture=True))
+    tracking_uri = state["trackingUri"]
+    # With spec.auth.enabled, MLflow needs the platform's credentials (what `eval "$(mlplane env)"` sets).
+    from mlplane.auth.mlflow import use_platform_credentials
+
+    use_platform_credentials(Path(state["stateDir"]))
 
     step("Register the embedder and the generator in MLflow (alias champion)")
     from mlplane.rag.embedding import register_embedder

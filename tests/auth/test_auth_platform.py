@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from client import SAMPLES, _inputs  # noqa: E402
 from platform_helpers import mlplane, status  # noqa: E402
 
+from mlplane.auth.mlflow import use_platform_credentials  # noqa: E402
 from mlplane_pipelines.iris import train_and_register  # noqa: E402
 
 KEY_RE = re.compile(r"mlp_[0-9a-f]{12}_[0-9A-Za-z]{40}")
@@ -56,6 +57,7 @@ def platform(tmp_path_factory):
     state_dir = base / ".mlplane"
     (base / "platform.yaml").write_text(PLATFORM)
     mlplane(state_dir, "up", "-f", str(base / "platform.yaml"))
+    use_platform_credentials(state_dir)  # auth on: MLflow needs the platform's user, as `eval "$(mlplane env)"` gives
     try:
         tracking = status(state_dir)["trackingUri"]
         train_and_register(tracking, name="iris", C=1.0, alias="champion")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,18 +58,21 @@ def _secret_data(secret: Obj) -> dict[str, str]:
     return {**data, **(secret.get("stringData") or {})}
 
 
-def container_process(objs: list[Obj], secrets: list[Obj]) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of the MLflow container, as the kubelet would start it."""
-    pod = find(objs, "Deployment", SVC)["spec"]["template"]["spec"]
-    (container,) = [c for c in pod["containers"] if c["name"] == "mlflow"]
+def container_process(objs: list[Obj], secrets: list[Obj], deployment: str = SVC, name: str = "mlflow",
+                      ) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the MLflow container (or another), as the kubelet would start it."""
+    pod = find(objs, "Deployment", deployment)["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == name]
     by_name = {s["metadata"]["name"]: _secret_data(s) for s in secrets}
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = _expand(var["value"], env)
-        else:
+        elif "secretKeyRef" in var["valueFrom"]:
             ref = var["valueFrom"]["secretKeyRef"]
             assert ref["name"] in by_name, f"env {var['name']} needs Secret {ref['name']}, which nobody provides"
+            if ref.get("optional") and ref["key"] not in by_name[ref["name"]]:
+                continue  # the kubelet leaves an optional key that is missing unset
             env[var["name"]] = by_name[ref["name"]][ref["key"]]
     argv = [_expand(a, env) for a in container["command"] + container.get("args", [])]
     return argv, env
@@ -304,3 +309,47 @@ def test_production_scenario_reads_the_default_secret_name() -> None:
 def test_ambiguous_password_settings_are_refused(values: Obj, message: str) -> None:
     with pytest.raises(Exception, match=re.escape(message)):
         render({"mlflow": values})
+
+
+# --------------------------------------------------------------------------- MLflow behind basic auth
+ADMIN_PW, READER_PW = "admin-Pa55word-1", "reader-Pa55word-2"
+
+
+def test_mlflow_with_auth_refuses_anonymous_writes_and_serves_the_chart_users(tmp_path: Path) -> None:
+    values = {"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW, "readerPassword": READER_PW}}}
+    objs = objects(render(values))
+    secrets = [o for o in objs if o["kind"] == "Secret"]
+    assert {(s["metadata"]["name"], s["metadata"]["namespace"]) for s in secrets} == {
+        ("mlplane-mlflow-auth", NAMESPACE), ("mlplane-mlflow-storage", NAMESPACE)}
+    assert all(ADMIN_PW not in str(o) for o in objs if o["kind"] != "Secret")
+    argv, env = container_process(objs, secrets)
+    assert "--app-name=mlplane-auth" in argv and ADMIN_PW not in " ".join(argv)
+    # The operator's credentials, as its pod gets them, and the storage initializer's headers.
+    _, operator_env = container_process(objs, secrets, "mlplane-operator", "operator")
+    admin = (operator_env["MLFLOW_TRACKING_USERNAME"], operator_env["MLFLOW_TRACKING_PASSWORD"])
+    assert admin == ("mlplane-admin", ADMIN_PW)
+    storage = _secret_data(find(secrets, "Secret", "mlplane-mlflow-storage"))
+    tracking = find(objs, "ConfigMap", "mlplane-operator")["data"]["MLFLOW_TRACKING_URI"]
+    assert storage["https-host"] == urllib.parse.urlparse(tracking).hostname  # the host of every storageUri
+    reader_headers = json.loads(storage["headers"])
+    host = f"{SVC}.{NAMESPACE}.svc:5000"
+
+    def call(method: str, path: str, body: Obj | None = None, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{url}/api/2.0/mlflow/{path}", json=body, timeout=30,
+                                headers={"Host": host, **kw.pop("headers", {})}, **kw)
+
+    with mlflow_server(argv, env, tmp_path) as url:
+        assert requests.get(f"{url}/health", headers={"Host": host}, timeout=30).status_code == 200
+        for method, path, body in [("POST", "registered-models/create", {"name": "evil"}),
+                                   ("POST", "registered-models/alias", {"name": "m", "alias": "champion",
+                                                                        "version": "1"}),
+                                   ("GET", "registered-models/search", None)]:
+            r = call(method, path, body)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Basic realm="mlflow"', (path, r.text)
+            assert call(method, path, body, auth=("mlplane-admin", "wrong-password-1")).status_code == 401
+        assert call("POST", "registered-models/create", {"name": "fraud"}, auth=admin).status_code == 200
+        got = call("GET", "registered-models/get?name=fraud", headers=reader_headers)
+        assert got.status_code == 200 and got.json()["registered_model"]["name"] == "fraud"
+        denied = call("POST", "registered-models/create", {"name": "evil"}, headers=reader_headers)
+        assert denied.status_code == 403 and "may only read" in denied.json()["message"]
+        assert call("GET", "registered-models/get?name=evil", auth=admin).status_code == 404

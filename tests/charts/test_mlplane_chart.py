@@ -250,16 +250,24 @@ def test_default_is_sqlite_on_a_pvc_with_a_warning() -> None:
     assert "http://mlplane-mlflow.mlplane.svc:5000" in notes and "WARNING: MLflow uses sqlite" in notes
 
 
-def test_auth_uses_basic_auth_from_an_existing_secret() -> None:
+def test_auth_takes_mlflows_users_from_an_existing_secret() -> None:
     objs = scenario_objects("auth")
     container = _mlflow(objs)
-    assert "--app-name=basic-auth" in container["args"]
+    assert "--app-name=mlplane-auth" in container["args"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
-    volumes = {v["name"]: v for v in find(objs, "Deployment", "mlplane-mlflow")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["auth"]["secret"]["secretName"] == "mlflow-basic-auth"
-    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-basic-auth"
-    assert "authentication is off" not in rendered_scenario("auth")[0]["mlplane/templates/NOTES.txt"]
+    for var, key in (("MLFLOW_AUTH_ADMIN_USERNAME", "admin-username"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
+                     ("MLPLANE_MLFLOW_READER_PASSWORD", "reader-password")):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-users"
+        assert env[var]["valueFrom"]["secretKeyRef"]["key"] == key
+    operator = {e["name"]: e for e in find(objs, "Deployment", "mlplane-operator")["spec"]["template"]["spec"]
+                ["containers"][0]["env"]}
+    assert operator["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-users",
+                                                                                "key": "admin-password"}
+    assert not [o for o in objs if o["kind"] == "Secret"]  # nothing generated: the user's Secrets are used
+    sa = find(objs, "ServiceAccount", "mlplane-model-server")
+    assert sa["secrets"] == [{"name": "mlplane-mlflow-storage"}]
+    notes = rendered_scenario("auth")[0]["mlplane/templates/NOTES.txt"]
+    assert "authentication is off" not in notes and "mlplane-mlflow-storage" in notes
 
 
 def test_operator_command_config_and_checksum() -> None:
@@ -312,7 +320,9 @@ def test_schema_rejects_unknown_keys_and_bad_values(values: Obj, where: str) -> 
 @pytest.mark.parametrize(("values", "message"), [
     ({"mlflow": {"backendStore": {"type": "postgresql"}}}, "mlflow.backendStore.host is required"),
     ({"mlflow": {"artifactStore": {"type": "s3"}}}, "mlflow.artifactStore.bucket is required"),
-    ({"mlflow": {"auth": {"enabled": True}}}, "mlflow.auth.existingSecret is required"),
+    ({"mlflow": {"auth": {"enabled": True}}}, "mlflow.auth.enabled needs the admin's password"),
+    ({"mlflow": {"auth": {"enabled": True, "adminPassword": "admin-password-1"}}},
+     "needs the reader's password (KServe's storage initializer"),
     ({"mlflow": {"replicas": 2}}, "needs mlflow.backendStore.type: postgresql"),
 ])
 def test_invalid_combinations_fail_with_a_clear_message(values: Obj, message: str) -> None:

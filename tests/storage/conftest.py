@@ -101,3 +101,41 @@ def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         else:
             os.environ["MLFLOW_S3_ENDPOINT_URL"] = saved
         stop_tree(proc.pid)
+
+
+ADMIN = ("mlplane-admin", "admin-Pa55word-1")
+READER = ("mlplane-reader", "reader-Pa55word-2")
+
+
+@pytest.fixture(scope="package")
+def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """MLflow as the chart runs it with `mlflow.auth.enabled` on the default `pvc` store: its artifact proxy
+    behind basic auth (`--app-name mlplane-auth`), an admin and a read-only reader; iris registered as the admin."""
+    from mlplane_pipelines.iris import train_and_register
+
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    port = free_port(HOST)
+    log = root / "mlflow.log"
+    users = {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+             "MLPLANE_MLFLOW_READER_USERNAME": READER[0], "MLPLANE_MLFLOW_READER_PASSWORD": READER[1]}
+    env = {**os.environ, **users, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--serve-artifacts", f"--artifacts-destination={root / 'artifacts'}", "--app-name=mlplane-auth",
+             "--host", HOST, "--port", str(port), "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    try:
+        url = f"http://{HOST}:{port}"
+        wait_http_ready(f"{url}/health", proc, log)
+        os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1])  # the operator's
+        train_and_register(url, name="iris", alias="champion")
+        yield Mlflow(url, root / "artifacts")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stop_tree(proc.pid)

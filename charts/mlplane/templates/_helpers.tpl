@@ -106,6 +106,22 @@ spec.serving.serviceAccountName (platform.serving.serviceAccountName), else the 
 {{- concat (list .Release.Namespace) .Values.serving.namespaces | uniq | toJson }}
 {{- end }}
 
+{{/* MLflow's users (mlflow.auth): the existing Secret, else the one the chart makes from values. */}}
+{{- define "mlplane.mlflowAuthSecretName" -}}
+{{- default (include "mlplane.componentName" (dict "root" . "suffix" "mlflow-auth")) .Values.mlflow.auth.existingSecret }}
+{{- end }}
+
+{{/* The Secret the model servers' service account carries for KServe's storage initializer: its
+`https-host` is the host of the chart's MLflow URL (the host of every proxied storageUri), its `headers`
+the reader's basic-auth header; KServe turns it into the `<host>-headers` variable kserve_storage reads. */}}
+{{- define "mlplane.mlflowStorageSecretName" -}}
+{{- include "mlplane.componentName" (dict "root" . "suffix" "mlflow-storage") }}
+{{- end }}
+
+{{- define "mlplane.mlflowHost" -}}
+{{- printf "%s.%s.svc" (include "mlplane.componentName" (dict "root" . "suffix" "mlflow")) .Release.Namespace }}
+{{- end }}
+
 {{- define "mlplane.dbSecretName" -}}
 {{- default (include "mlplane.componentName" (dict "root" . "suffix" "mlflow-db")) .Values.mlflow.backendStore.existingSecret }}
 {{- end }}
@@ -155,7 +171,14 @@ seccompProfile:
 {{- if and (has $a.type (list "s3" "gcs")) (not $a.bucket) }}
 {{- fail (printf "mlflow.artifactStore.bucket is required when mlflow.artifactStore.type is %s" $a.type) }}
 {{- end }}
-{{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) }}
-{{- fail "mlflow.auth.existingSecret is required when mlflow.auth.enabled is true (a Secret with key basic_auth.ini)" }}
+{{- $auth := .Values.mlflow.auth }}
+{{- if and $auth.enabled (not $auth.existingSecret) (not $auth.adminPassword) }}
+{{- fail "mlflow.auth.enabled needs the admin's password: set mlflow.auth.adminPassword (12 characters or more) or mlflow.auth.existingSecret (a Secret with keys admin-username, admin-password)" }}
+{{- end }}
+{{- if and $auth.enabled (not $auth.existingSecret) (eq $a.type "pvc") (not $auth.readerPassword) }}
+{{- fail "mlflow.auth.enabled with mlflow.artifactStore.type pvc needs the reader's password (KServe's storage initializer downloads models from MLflow as the reader): set mlflow.auth.readerPassword (12 characters or more)" }}
+{{- end }}
+{{- if and $auth.enabled (not $auth.existingSecret) (eq $auth.adminUsername $auth.readerUsername) }}
+{{- fail "mlflow.auth.readerUsername must differ from mlflow.auth.adminUsername" }}
 {{- end }}
 {{- end }}

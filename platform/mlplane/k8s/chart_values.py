@@ -133,9 +133,25 @@ class ArtifactStore(Values):
                                      description="PVC of the artifacts (type: pvc).")
 
 
+Password = Annotated[str, Field(pattern=r"^(.{12,})?$")]  # empty, or MLflow's minimum of 12 characters
+Username = Annotated[str, Field(pattern=r"^[^:\s]+$")]  # HTTP basic auth: no ':' in a user name
+
+
 class MlflowAuth(Values):
-    enabled: bool = Field(default=False, description="MLflow basic auth (`--app-name basic-auth`).")
-    existing_secret: str = Field(default="", description="Secret with key `basic_auth.ini`; required when enabled.")
+    enabled: bool = Field(default=False, description=(
+        "MLflow behind HTTP basic auth (`mlflow server --app-name mlplane-auth`): every call but /health needs a "
+        "user. The operator uses the admin; KServe's storage initializer downloads proxied artifacts as the reader."))
+    admin_username: Username = Field(default="mlplane-admin", description="Admin user (reads and writes).")
+    admin_password: Password = Field(default="", description=(
+        "Admin password (12 characters or more), written into the Secret `<fullname>-mlflow-auth`; prefer "
+        "`existingSecret` outside trials."))
+    reader_username: Username = Field(default="mlplane-reader", description="Read-only user (GET and HEAD only).")
+    reader_password: Password = Field(default="", description=(
+        "Reader password (12 characters or more); needed with `artifactStore.type: pvc` unless `existingSecret`."))
+    existing_secret: str = Field(default="", description=(
+        "Secret with keys `admin-username`, `admin-password` (optionally `reader-username`, `reader-password`); "
+        "then the Secret `<fullname>-mlflow-storage` (keys `https-host`, `headers`) must exist in every serving "
+        "namespace."))
 
 
 class Mlflow(Values):
