@@ -128,7 +128,7 @@ def test_control_socket_is_private_and_the_public_port_refuses_control(
     assert stat.S_IMODE(control_socket.parent.stat().st_mode) == 0o700
     refused = http.post(f"/v2/repository/models/{NAME}/load", json={})
     assert refused.status_code == 403 and "model control is not available to clients" in refused.json()["error"]
-    # the control socket serves loads, nothing else
+    # the control socket serves loads and unloads, nothing else
     assert control.get(f"/v2/models/{NAME}").status_code == 404
     assert control.post(f"/v2/models/{NAME}/infer", json={}).status_code == 404
 

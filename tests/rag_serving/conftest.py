@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from platform_helpers import mlplane, status  # noqa: E402
 from rag_helpers import fill_collection  # noqa: E402
 
+from mlplane.auth.mlflow import use_platform_credentials  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def rag(tmp_path_factory):
@@ -26,6 +28,7 @@ def rag(tmp_path_factory):
     base = tmp_path_factory.mktemp("rag")
     state_dir = base / ".mlplane"
     mlplane(state_dir, "up", "-f", str(Path(__file__).with_name("platform.yaml")))
+    use_platform_credentials(state_dir)  # auth on: MLflow needs the platform's user, as `eval "$(mlplane env)"` gives
     try:
         state = status(state_dir)
         tracking, milvus = state["trackingUri"], state["components"]["milvus"]["url"]

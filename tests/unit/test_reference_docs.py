@@ -37,7 +37,8 @@ def test_spec_reference_types_and_defaults() -> None:
     assert "| `spec.autoscaling.maxReplicas` | integer ≥ 1 | `1` |" in text
     assert "| `spec.runtime` | one of: `kserve`, `triton`, `ray` | `kserve` |" in text
     assert "| `spec.gpuNodePool.tolerations` | list of Toleration |" in text
-    assert "| `metadata.labels` | map of string | `{}` |" in text
+    assert ("| `metadata.labels` | map of string matching `^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`, "
+            "at most 63 characters | `{}` |") in text
     assert "| `spec.model` | string | **required** |" in text
     assert "| `spec.retrieval.topK` | integer from 1 to 100 | `4` |" in text
     assert "| `spec.resources.requests.cpu` | quantity | unset |" in text

@@ -58,6 +58,10 @@ def _uris(state_dir: Path | None, platform: Platform) -> tuple[str, str | None]:
     if tracking.mode == "external":
         return vector_uri, tracking.uri
     state = control.read_state(StatePaths(resolve_state_dir(state_dir))) or {}
+    if state.get("trackingUri"):  # the platform's MLflow: its credentials when auth is on (mlplane.auth.mlflow)
+        from mlplane.auth.mlflow import use_platform_credentials
+
+        use_platform_credentials(state_dir)
     return vector_uri, state.get("trackingUri") or None
 
 

@@ -90,12 +90,13 @@ def _deployments_table(deps: dict[str, dict[str, Any]]) -> Table:
     for name, d in deps.items():
         t.add_row(name, _status(d.get("status", "")), d.get("model", ""), str(d.get("servedVersion") or "-"),
                   d.get("url", ""), d.get("grpc", ""), *((d.get("metrics") or "-",) if metrics else ()),
-                  str(d.get("restarts", 0)))
+                  str(d.get("restarts", 0)) + (f" ({d['reloads']} reloads)" if d.get("reloads") else ""))
     return t
 
 
 def _status(s: str) -> str:
-    color = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red"}.get(s, "white")
+    color = {"ready": "green", "starting": "yellow", "restarting": "yellow", "reloading": "yellow",
+             "failed": "red"}.get(s, "white")
     return f"[{color}]{s}[/]"
 
 
@@ -128,9 +129,17 @@ def up(
     file: Path | None = typer.Option(None, "--file", "-f", help="Platform spec (YAML). Defaults apply without it."),
     state_dir: Path | None = StateDirOpt,
     timeout: float = typer.Option(180.0, help="Seconds to wait for every component to be ready."),
+    reset_state: bool = typer.Option(
+        False, "--reset-state",
+        help="Move state.json and ports.json aside first (kept as <file>.corrupt-<time>): a clean start when they "
+             "are broken. Saved deployments, MLflow data and keys stay; processes they name are stopped, not adopted."),
     output: Output = OutputOpt,
 ) -> None:
-    """Start the local platform (MLflow tracking server + registry, saved deployments) in the background."""
+    """Start the local platform (MLflow tracking server + registry, saved deployments) in the background.
+
+    After a supervisor crash, model servers and components that still run, are ready and are unchanged are
+    adopted (no restart, no failed request); what cannot be adopted is stopped and started anew.
+    """
     paths = _paths(state_dir)
     platform = Platform.default()
     if file is not None:
@@ -143,17 +152,26 @@ def up(
     if pid:
         raise _fail(f"a platform is already running on {paths.root} (supervisor pid {pid}); "
                     "run `mlplane down` first or pass another --state-dir")
-    orphans = control.stop_platform(paths)  # left behind by a supervisor that died
-    if orphans:
-        err.print(f"stopped processes left by an earlier platform: {', '.join(orphans)}")
+    problems: list[str] = []
+    if reset_state:
+        for moved in control.reset_state(paths):
+            err.print(f"moved aside: {moved}", highlight=False)
+    else:
+        control.read_state(paths, problems)  # a broken state.json is moved aside (and reported) here
+    # What a supervisor that died left running is adopted by the new one when healthy, else stopped by it.
     proc = control.start_supervisor(paths, platform)
     state = _wait_up(paths, proc, timeout)
+    problems += state.get("warnings") or []
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
     if output is not Output.table:
         _emit(state, output)
         return
     _print_summary(state)
     for name, why in (state.get("restoreErrors") or {}).items():
-        err.print(f"[yellow]warning:[/] deployment {name} was not restored: {why}", highlight=False)
+        err.print(f"[yellow]warning:[/] deployment {name} was not restored: {why} (its spec is kept: `mlplane status` "
+                  f"lists it as failed; fix the cause and run `mlplane up` again, or `mlplane undeploy {name}`)",
+                  highlight=False, soft_wrap=True)
     out.print("Deploy a model with [bold]mlplane deploy -f deployment.yaml[/]; "
               "stop everything with [bold]mlplane down[/].")
 
@@ -187,8 +205,18 @@ def _print_summary(state: dict[str, Any]) -> None:
               f"(supervisor pid {state.get('supervisor', {}).get('pid')})", highlight=False)
     tracking = (mlflow or {}).get("url") or state.get("trackingUri")
     out.print(f"MLflow UI and tracking URI: [bold cyan]{tracking}[/]", highlight=False)
-    if state.get("deployments"):
-        out.print(_deployments_table(state["deployments"]))
+    for warning in state.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    deployments = dict(state.get("deployments") or {})
+    for name, why in (state.get("restoreErrors") or {}).items():  # saved but not running: never silently gone
+        deployments.setdefault(name, {"status": "failed", "error": why, "model": "-"})
+    if deployments:
+        out.print(_deployments_table(deployments))
+        for name, d in deployments.items():
+            if d.get("error"):
+                err.print(f"{name}: {d.get('status')}: {d['error']}", highlight=False, soft_wrap=True)
+            elif d.get("lastReload"):
+                err.print(f"{name}: {d['lastReload']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -196,8 +224,12 @@ def down(state_dir: Path | None = StateDirOpt) -> None:
     """Stop the platform and every process it started (MLflow workers included)."""
     paths = _paths(state_dir)
     was_running = control.running_supervisor(paths)
+    problems: list[str] = []
     with err.status("Stopping the platform…"):
-        leftovers = control.stop_platform(paths)
+        leftovers = control.stop_platform(paths, problems=problems)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}; processes it named were not stopped", highlight=False,
+                  soft_wrap=True)
     if leftovers:
         err.print(f"killed leftover processes: {', '.join(leftovers)}")
     if was_running or leftovers:
@@ -210,8 +242,15 @@ def down(state_dir: Path | None = StateDirOpt) -> None:
 def status(state_dir: Path | None = StateDirOpt, output: Output = OutputOpt) -> None:
     """Show the platform's components, deployments, URLs and served versions."""
     paths = _paths(state_dir)
-    state = control.read_state(paths)
-    if not control.running_supervisor(paths) or state is None:
+    problems: list[str] = []
+    state = control.read_state(paths, problems)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    pid = control.running_supervisor(paths)
+    if pid and state is None and problems:
+        raise _fail(f"the supervisor (pid {pid}) runs on {paths.root} but its state file was unusable; it writes a "
+                    "new one within a second: run `mlplane status` again")
+    if not pid or state is None:
         if output is not Output.table:
             _emit({"phase": "stopped", "stateDir": str(paths.root)}, output)
         raise _fail(f"no platform is running on {paths.root}; start one with `mlplane up`")
@@ -236,7 +275,8 @@ def deploy(
     file: Path | None = typer.Option(None, "--file", "-f", help="ModelDeployment spec (YAML)."),
     model: str | None = typer.Option(None, "--model", "-m",
                                      help="models:/NAME@ALIAS, models:/NAME/VERSION or a storage URI."),
-    runtime: str = typer.Option("kserve", help="Serving runtime."),
+    runtime: str | None = typer.Option(None, help="Serving runtime (default: the Platform's "
+                                                  "serving.defaultRuntime)."),
     state_dir: Path | None = StateDirOpt,
     output: Output = OutputOpt,
 ) -> None:
@@ -255,7 +295,8 @@ def deploy(
         sources = [(d, str(file)) for d in deployments]
     elif name and model:
         data = {"apiVersion": API_VERSION, "kind": "ModelDeployment",
-                "metadata": {"name": name}, "spec": {"model": model, "runtime": runtime}}
+                "metadata": {"name": name},
+                "spec": {"model": model, **({"runtime": runtime} if runtime else {})}}
         try:
             sources = [(load_dict(data, source="command line"), "command line")]
         except SpecError as exc:
@@ -358,6 +399,10 @@ def render(
         uri = tracking_uri
         if dep.model_ref.kind != "uri" and not uri:
             uri = state.get("trackingUri")
+            if uri:  # the platform's MLflow: its credentials when auth is on
+                from mlplane.auth.mlflow import use_platform_credentials
+
+                use_platform_credentials(state_dir)
             if not uri:
                 raise _fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
                             "set MLFLOW_TRACKING_URI, or run `mlplane up`")
@@ -389,6 +434,32 @@ def _print_objects(objects: list[dict[str, Any]], output: Output) -> None:
         out.print_json(json.dumps(objects))
     else:
         sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+
+
+@app.command("env")
+def env_command(state_dir: Path | None = StateDirOpt) -> None:
+    """Print shell exports for the platform's MLflow: `eval "$(mlplane env)"` before logging models.
+
+    MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI, and with spec.auth.enabled the platform's MLflow user
+    (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, from <state-dir>/auth/mlflow.env). On a
+    terminal the password is masked: it is meant for `eval`, not for the screen.
+    """
+    from mlplane.auth.mlflow import PASSWORD_ENV, read_credentials, shell_exports
+
+    paths = _paths(state_dir)
+    state = control.read_state(paths) or {}
+    values: dict[str, str] = {}
+    if state.get("trackingUri"):
+        values.update(MLFLOW_TRACKING_URI=state["trackingUri"], MLFLOW_REGISTRY_URI=state["trackingUri"])
+    creds = read_credentials(paths.root)
+    if creds is not None:
+        values.update(creds.env())
+    if not values:
+        raise _fail(f"no platform in {paths.root}: run `mlplane up` first")
+    if sys.stdout.isatty() and PASSWORD_ENV in values:
+        values[PASSWORD_ENV] = "********"
+        err.print('note: the password is masked on a terminal; run `eval "$(mlplane env)"`', highlight=False)
+    sys.stdout.write(shell_exports(values))
 
 
 @app.command()

@@ -29,8 +29,8 @@ from mlplane.features.k8s import configmap_name, pod_features
 from mlplane.k8s import ray_cluster, versions
 from mlplane.rag.serve_config import IMPORT_PATH as RAG_IMPORT_PATH
 from mlplane.rag.serve_config import serve_app_config
-from mlplane.spec.common import Runtime
 from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ResourcesSpec, ScaleTarget
+from mlplane.spec.effective import effective_runtime  # re-exported: mlplane.k8s.effective_runtime
 from mlplane.spec.platform import VECTOR_STORE_TOKEN_ENV, Platform
 from mlplane.spec.rules import check_effective
 
@@ -105,13 +105,6 @@ _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
 
 
 # --------------------------------------------------------------------------- small helpers
-def effective_runtime(deployment: ModelDeployment, platform: Platform) -> Runtime:
-    """`spec.runtime` when the deployment names one, else the platform's `serving.defaultRuntime`."""
-    if "runtime" in deployment.spec.model_fields_set:
-        return deployment.spec.runtime
-    return platform.spec.serving.default_runtime
-
-
 def namespace_of(deployment: ModelDeployment) -> str:
     return deployment.metadata.namespace or DEFAULT_NAMESPACE
 

@@ -73,6 +73,47 @@ DnsLabel = Annotated[
     WithJsonSchema({"type": "string", "pattern": _DNS1123_LABEL, "maxLength": 63}),
 ]
 
+# Kubernetes label keys ([prefix/]name) and values, as the API server validates them.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE_RULE = ("must be a Kubernetes label value: at most 63 characters, empty or letters, digits, '-', '_' "
+                    "and '.', starting and ending with a letter or digit")
+LABEL_KEY_RULE = ("must be a Kubernetes label key: an optional DNS subdomain prefix (at most 253 characters) and "
+                  "'/', then a name of at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
+                  "letter or digit (e.g. 'team' or 'example.com/team')")
+
+
+def label_problem(key: Any, value: Any) -> str | None:
+    """What is wrong with one label (or node-selector entry), or None."""
+    if not isinstance(key, str) or not key:
+        return f"label key {key!r} {LABEL_KEY_RULE}"
+    prefix, _, name = key.rpartition("/")
+    if (len(name) > 63 or not re.fullmatch(_LABEL_NAME, name)
+            or ("/" in key and (not prefix or len(prefix) > 253 or not re.match(_DNS1123_SUBDOMAIN, prefix)))):
+        return f"label key {key[:80]!r}{'…' if len(key) > 80 else ''} {LABEL_KEY_RULE}"
+    if not isinstance(value, str) or len(value) > 63 or not re.match(_LABEL_VALUE, value):
+        shown = value[:80] + "…" if isinstance(value, str) and len(value) > 80 else value
+        length = f" (got {len(value)} characters)" if isinstance(value, str) and len(value) > 63 else ""
+        return f"label {key!r}: value {shown!r}{length} {LABEL_VALUE_RULE}"
+    return None
+
+
+def _check_labels(value: dict[str, str]) -> dict[str, str]:
+    for k, v in value.items():
+        problem = label_problem(k, v)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+Labels = Annotated[
+    dict[str, str],
+    AfterValidator(_check_labels),
+    WithJsonSchema({"type": "object",
+                    "additionalProperties": {"type": "string", "maxLength": 63, "pattern": _LABEL_VALUE}}),
+]
+
 # Kubernetes resource quantities: a non-negative decimal number with an optional SI or binary suffix.
 _QUANTITY = r"^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 QUANTITY_RULE = (
@@ -110,7 +151,8 @@ class Metadata(SpecModel):
     namespace: DnsLabel | None = Field(
         default=None, description="Kubernetes namespace; unset means the current or default namespace."
     )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels copied onto created objects.")
+    labels: Labels = Field(default_factory=dict, description="Labels copied onto created objects (Kubernetes "
+                           "label keys and values: values at most 63 characters).")
     annotations: dict[str, str] = Field(default_factory=dict, **scoped("resource", "Free-form annotations."))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from mlplane.spec import rules
 from mlplane.spec.common import API_VERSION, DnsLabel, Metadata, Quantity, Runtime, SpecModel, Status, scoped
@@ -115,7 +115,7 @@ class FeaturesSpec(SpecModel):
     """
 
     entity_key: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=255,
         description="Request input holding the entity ids; the Feast entity's join key (e.g. 'flower_id').",
     )
     features: list[FeatureName] = Field(
@@ -133,20 +133,7 @@ class FeaturesSpec(SpecModel):
         "is 'default'.",
     )
 
-    RULES: ClassVar[tuple[Rule, ...]] = rules.FEATURES
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FeaturesSpec:
-        # Not CEL (the name after ':' needs `split`, outside the CEL library the API-server emulator has):
-        # the API server accepts these, the operator refuses them with this message (Ready=False, InvalidSpec).
-        names = [f.split(":", 1)[1] for f in self.features]
-        clashes = sorted({n for n in names if names.count(n) > 1})
-        if clashes:
-            raise ValueError(f"features: {clashes} appear in more than one feature view; the model's inputs "
-                             "are the feature names, so each must be unique")
-        if self.entity_key in names:
-            raise ValueError(f"entityKey '{self.entity_key}' is also a feature name")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = rules.FEATURES  # name clashes among features: Python-only there
 
 
 class RetrievalSpec(SpecModel):
@@ -298,5 +285,12 @@ class ModelDeployment(SpecModel):
         return parse_model_ref(self.spec.model)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict with camelCase keys, without unset optional fields."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """Plain dict with camelCase keys, without unset optional fields.
+
+        An unnamed `spec.runtime` stays unnamed (the Platform's `serving.defaultRuntime` decides), so the
+        dict reads back to a deployment that still leaves the runtime to its Platform.
+        """
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if "runtime" not in self.spec.model_fields_set:
+            data["spec"].pop("runtime", None)
+        return data

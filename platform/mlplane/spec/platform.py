@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mlplane.spec import rules
-from mlplane.spec.common import API_VERSION, DnsLabel, Metadata, Runtime, SpecModel, Status, scoped
+from mlplane.spec.common import API_VERSION, DnsLabel, Labels, Metadata, Runtime, SpecModel, Status, scoped
 from mlplane.spec.rules import Rule
 
 
@@ -120,7 +121,9 @@ def check_collection_name(value: str) -> str:
 
 
 CollectionName = Annotated[
-    str, AfterValidator(check_collection_name), WithJsonSchema({"type": "string", "pattern": _COLLECTION_NAME}),
+    str, AfterValidator(check_collection_name),
+    # maxLength (the pattern's 255) bounds the API server's cost estimate of the unique-names rule.
+    WithJsonSchema({"type": "string", "pattern": _COLLECTION_NAME, "maxLength": 255}),
 ]
 
 _CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( \S+){4})$"
@@ -244,7 +247,23 @@ class VectorStoreSpec(SpecModel):
 class ServingSpec(SpecModel):
     """Defaults for model servers."""
 
-    host: str = Field(default="127.0.0.1", **scoped("local", "Address model servers bind to."))
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        import ipaddress
+
+        with contextlib.suppress(ValueError):
+            ipaddress.IPv4Address(value)
+            return value
+        part_re = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+        if (len(value) <= 253 and not re.fullmatch(r"[0-9.]+", value)
+                and all(re.fullmatch(part_re, part) for part in value.split("."))):
+            return value
+        raise ValueError("must be an IPv4 address (e.g. 127.0.0.1) or a host name "
+                         "(letters, digits and '-' in dot-separated parts, e.g. localhost)")
+
+    host: str = Field(default="127.0.0.1", **scoped("local", "Address model servers bind to: an IPv4 address or a "
+                                                      "host name (e.g. 127.0.0.1, localhost)."))
     grpc: bool = Field(default=True, **scoped("local", "Also serve the gRPC (Open Inference Protocol) endpoint."))
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
@@ -302,7 +321,7 @@ def _default_tolerations() -> list[Toleration]:
 class GpuNodePoolSpec(SpecModel):
     """How GPU workloads are placed on nodes."""
 
-    node_selector: dict[str, str] = Field(
+    node_selector: Labels = Field(
         default_factory=lambda: {"nvidia.com/gpu.present": "true"},
         description="Node labels GPU pods must match.",
     )

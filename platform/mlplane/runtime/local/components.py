@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 
+from mlplane.auth.mlflow import MlflowAuthFiles, prepare_server_auth
 from mlplane.runtime.local import process
+from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import Endpoint, ProcessSpec, ResolvedModel
 from mlplane.runtime.local.runtimes import Prepared
 from mlplane.spec import ModelDeployment
@@ -37,9 +40,11 @@ class Component:
     """One supervised process and what the CLI needs to know about it."""
 
     spec: ProcessSpec
-    proc: subprocess.Popen[bytes] | None = None
-    status: str = "pending"  # pending, starting, ready, restarting, failed, stopped
+    proc: subprocess.Popen[bytes] | process.AdoptedProcess | None = None
+    status: str = "pending"  # pending, starting, ready, reloading, restarting, failed, stopped
     restarts: int = 0
+    reloads: int = 0  # times its model was found not ready in a running server and reloaded
+    unready_checks: int = 0
     backoff_s: float = BACKOFF_INITIAL_S
     restart_at: float = 0.0
     ready_since: float = 0.0
@@ -54,6 +59,7 @@ class Component:
             "pid": pid,
             "createTime": process.process_identity(pid) if pid else None,
             "restarts": self.restarts,
+            "reloads": self.reloads,
             "log": str(self.spec.log),
             "error": self.error or None,
             **self.info,
@@ -96,6 +102,33 @@ async def probe(client: httpx.AsyncClient, url: str) -> bool:
     except httpx.HTTPError:
         return False
     return r.status_code == 200
+
+
+def prepare_mlflow_auth(paths: StatePaths) -> MlflowAuthFiles:
+    """With ``spec.auth.enabled``: the platform's MLflow credentials and auth config (made the first time).
+
+    The credentials go into this process's environment, where MLflow's client reads them on every
+    request: the supervisor's own registry calls and every child it starts (model servers, Ray
+    applications, Triton's Python stubs) authenticate without a flag, and nothing else carries them.
+    They replace MLflow credentials from the caller's shell, which belong to another server.
+    """
+    files, creds = prepare_server_auth(paths.root)
+    os.environ.update(creds.env())
+    return files
+
+
+async def readiness(client: httpx.AsyncClient, url: str) -> tuple[bool, str | None]:
+    """``(True, None)`` when ready; ``(False, why)`` on a definite "not ready" (an answer other than 200, a
+    refused connection); ``(False, None)`` when no answer came in time (a busy server is not an unloaded one)."""
+    try:
+        r = await client.get(url, timeout=5.0, headers={"Connection": "close"})
+    except httpx.TimeoutException:
+        return False, None
+    except httpx.HTTPError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if r.status_code == 200:
+        return True, None
+    return False, f"HTTP {r.status_code}: {error_text(r)[:200]}"
 
 
 def write_prepared(prepared: Prepared) -> None:

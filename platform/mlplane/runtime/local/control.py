@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import psutil
+
 from mlplane.runtime.local import process
-from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.paths import StateFileError, StatePaths, quarantine, read_json_object, write_private
 from mlplane.spec import Platform, dump_yaml
 
 
@@ -25,23 +28,66 @@ class ControlError(Exception):
         self.code = code
 
 
-def read_state(paths: StatePaths) -> dict[str, Any] | None:
+def read_state(paths: StatePaths, problems: list[str] | None = None, *, file: Path | None = None,
+               ) -> dict[str, Any] | None:
+    """The supervisor's ``state.json`` (or ``file``), None when there is none or it is unusable.
+
+    An unusable file (not UTF-8, not JSON, not the shape the supervisor writes) is moved aside to
+    ``<file>.corrupt-<timestamp>`` and the reason appended to ``problems``: never a traceback, and the
+    next ``mlplane up`` starts clean.
+    """
+    path = file or paths.state_file
     try:
-        return json.loads(paths.state_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = read_json_object(path)
+        if state is not None:
+            _check_state_shape(path, state)
+        return state
+    except StateFileError as exc:
+        if problems is not None:
+            problems.append(str(exc))
         return None
+
+
+def _check_state_shape(path: Path, state: dict[str, Any]) -> None:
+    for key in ("supervisor", "components", "deployments", "restoreErrors"):
+        if not isinstance(state.get(key) or {}, dict):
+            break
+    else:
+        entries = [*(state.get("components") or {}).values(), *(state.get("deployments") or {}).values()]
+        if all(isinstance(e, dict) for e in entries):
+            return
+    where = quarantine(path)
+    raise StateFileError(f"{path} is not a state file mlplane wrote (unexpected structure); moved it to {where}")
+
+
+def reset_state(paths: StatePaths) -> list[str]:
+    """``mlplane up --reset-state``: move state.json (and the one kept for adoption) and ports.json aside.
+
+    Saved deployments, MLflow's data and keys stay; processes a readable state file names (pid and start time
+    checked) are stopped, not adopted.
+    """
+    moved = []
+    for path in (paths.state_file, paths.previous_state_file):
+        state = read_state(paths, file=path)
+        for _name, pid, ctime in leftover_processes(state or {}):  # what it names and still runs: stopped
+            process.stop_tree(pid, grace_s=5.0, create_time=ctime)
+    for path in (paths.state_file, paths.previous_state_file, paths.ports_file):
+        if path.exists():
+            moved.append(f"{path.name} → {quarantine(path).name}")
+    return moved
 
 
 def running_supervisor(paths: StatePaths) -> int | None:
     """The pid of the supervisor holding this state dir's lock, or None when none runs."""
-    if not paths.lock_file.exists():
+    try:
+        fd = os.open(paths.lock_file, os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    fd = os.open(paths.lock_file, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
-            return int(paths.lock_file.read_text().strip() or 0) or -1
+            return int(paths.lock_file.read_bytes().strip() or 0) or -1
         except ValueError:
             return -1
     else:
@@ -52,12 +98,17 @@ def running_supervisor(paths: StatePaths) -> int | None:
 
 
 def start_supervisor(paths: StatePaths, platform: Platform) -> subprocess.Popen[bytes]:
-    """Write the platform spec into the state dir and start the supervisor daemon."""
+    """Write the platform spec into the state dir and start the supervisor daemon.
+
+    The state of an earlier supervisor that is gone is kept as ``state.previous.json``: the new one adopts
+    the processes it names that still run, are healthy and run what it would start (``mlplane up`` after
+    a supervisor crash keeps the endpoints answering).
+    """
     paths.ensure()
-    paths.platform_file.write_text(dump_yaml([platform]))
-    with contextlib.suppress(FileNotFoundError):
-        paths.state_file.unlink()
-    log = open(paths.log_file("supervisor"), "ab")  # noqa: SIM115 - handed to the child
+    write_private(paths.platform_file, dump_yaml([platform]))
+    _keep_previous_state(paths)
+    fd = os.open(paths.log_file("supervisor"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = os.fdopen(fd, "ab")  # handed to the child
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "mlplane.runtime.local.supervisor", "--state-dir", str(paths.root)],
@@ -69,10 +120,23 @@ def start_supervisor(paths: StatePaths, platform: Platform) -> subprocess.Popen[
         log.close()
 
 
+def _keep_previous_state(paths: StatePaths) -> None:
+    """state.json → state.previous.json; one not yet taken over by a supervisor is merged, not overwritten."""
+    current = read_state(paths)
+    if current is None:
+        return
+    older = read_state(paths, file=paths.previous_state_file)
+    if older is not None:
+        for key in ("components", "deployments"):
+            current[key] = {**(older.get(key) or {}), **(current.get(key) or {})}
+    write_private(paths.previous_state_file, json.dumps(current, indent=2))
+    paths.state_file.unlink()
+
+
 def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -> Any:
     """Send one request to the supervisor and return its result (raises ControlError)."""
     state = read_state(paths) or {}
-    sock_path = state.get("supervisor", {}).get("socket") or str(paths.socket)
+    sock_path = (state.get("supervisor") or {}).get("socket") or str(paths.socket)
     if running_supervisor(paths) is None:
         raise ControlError(f"no platform is running on {paths.root}; start one with `mlplane up`")
     try:
@@ -96,34 +160,64 @@ def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -
     return reply.get("result")
 
 
-def leftover_processes(state: dict[str, Any]) -> list[tuple[str, int, float | None]]:
-    """Processes that the state file names and that are still running."""
+def leftover_processes(state: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """Processes that the state file names and that still run: the same pid *and* start time as recorded.
+
+    A pid whose start time is missing or differs (a recycled pid, a hand-edited file) is someone else's.
+    """
     found = []
     entries = [("supervisor", state.get("supervisor") or {})]
     entries += list((state.get("components") or {}).items())
     entries += list((state.get("deployments") or {}).items())
     for name, entry in entries:
+        if not isinstance(entry, dict):
+            continue
         pid, ctime = entry.get("pid"), entry.get("createTime")
-        if pid and process.is_running(pid, ctime):
-            found.append((name, int(pid), ctime))
+        if process.is_recorded_process(pid, ctime):
+            found.append((name, int(pid or 0), float(ctime or 0)))
     return found
 
 
-def stop_platform(paths: StatePaths, timeout: float = 90.0) -> list[str]:
-    """Stop the supervisor and all its components; kill any leftovers. Returns what was stopped."""
-    state = read_state(paths) or {}
+def _is_our_supervisor(paths: StatePaths, pid: int, states: list[dict[str, Any]]) -> bool:
+    """Whether ``pid`` (the lock file's) is this state dir's supervisor, by recorded start time or command line."""
+    for state in states:
+        sup = state.get("supervisor") or {}
+        if sup.get("pid") == pid and process.is_recorded_process(pid, sup.get("createTime")):
+            return True
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return "mlplane.runtime.local.supervisor" in cmdline and str(paths.root) in cmdline
+
+
+def stop_platform(paths: StatePaths, timeout: float = 90.0, problems: list[str] | None = None) -> list[str]:
+    """Stop the supervisor and all its components; stop any leftovers. Returns what was stopped.
+
+    Only processes whose pid and start time match what the state files recorded are signalled.
+    """
+    states = [s for f in (paths.state_file, paths.previous_state_file)
+              if (s := read_state(paths, problems, file=f)) is not None]
     pid = running_supervisor(paths)
     if pid:
         try:
             request(paths, "shutdown", timeout=10.0)
         except ControlError:
-            if pid > 0:
-                process.stop_tree(pid, grace_s=5.0)
+            if pid > 0 and _is_our_supervisor(paths, pid, states):
+                process.stop_tree(pid, grace_s=5.0, create_time=process.process_identity(pid))
         deadline = time.monotonic() + timeout
         while running_supervisor(paths) and time.monotonic() < deadline:
             time.sleep(0.2)
+    final = read_state(paths, problems)
     stopped = []
-    for name, leftover, ctime in leftover_processes(read_state(paths) or state):
-        process.stop_tree(leftover, grace_s=5.0, create_time=ctime)
-        stopped.append(name)
+    seen = set()
+    for state in ([final] if final is not None else []) + states:
+        for name, leftover, ctime in leftover_processes(state):
+            if (leftover, ctime) in seen:
+                continue
+            seen.add((leftover, ctime))
+            process.stop_tree(leftover, grace_s=5.0, create_time=ctime)
+            stopped.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        paths.previous_state_file.unlink()
     return stopped

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_DIR_ENV = "MLPLANE_STATE_DIR"
 DEFAULT_STATE_DIR = ".mlplane"
@@ -29,6 +33,11 @@ class StatePaths:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def previous_state_file(self) -> Path:
+        """The state of a supervisor that is gone, kept by ``mlplane up`` for the next one to adopt from."""
+        return self.root / "state.previous.json"
 
     @property
     def lock_file(self) -> Path:
@@ -111,5 +120,66 @@ class StatePaths:
         return self.logs / f"{component}.log"
 
     def ensure(self) -> None:
+        """Create the state dirs (0700) and take group/other access from files earlier versions left open."""
         for d in (self.root, self.logs, self.deployments, self.mlflow_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        for pattern in ("*.json", "*.yaml", "*.lock", "logs/*", "deployments/*", "mlflow/*.db"):
+            for f in self.root.glob(pattern):
+                with contextlib.suppress(OSError):
+                    if f.is_file() and not f.is_symlink() and f.stat().st_mode & 0o077:
+                        os.chmod(f, 0o600)
+
+
+class StateFileError(Exception):
+    """A state file that cannot be used; the message says what was wrong and where the file went."""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, mode 0600."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def quarantine(path: Path) -> Path:
+    """Move a broken state file aside to ``<file>.corrupt-<timestamp>`` (kept for inspection) and return it."""
+    dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+    os.replace(path, dest)
+    return dest
+
+
+def read_json_object(path: Path, *, move_aside: bool = True) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when there is no file.
+
+    A file that is not UTF-8, not JSON or not an object raises :class:`StateFileError` saying so; with
+    ``move_aside`` it is first moved to ``<file>.corrupt-<timestamp>``, so the next start begins clean.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"{path} cannot be read: {exc.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        problem = None if isinstance(data, dict) else f"holds a JSON {type(data).__name__}, not an object"
+    except UnicodeDecodeError:
+        problem = "is not UTF-8 text"
+    except (ValueError, RecursionError) as exc:
+        problem = f"is not valid JSON ({str(exc)[:200]})"
+    if problem is None:
+        return data
+    where = ""
+    if move_aside:
+        try:
+            where = f"; moved it to {quarantine(path)}"
+        except OSError as exc:
+            where = f"; could not move it aside ({exc.strerror}): remove it"
+    raise StateFileError(f"{path} {problem}{where}")

@@ -5,12 +5,16 @@ The supervisor (the thin executor) turns a :class:`ProcessSpec` into a running, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mlplane.auth.mlflow import APP_NAME as MLFLOW_AUTH_APP
+from mlplane.auth.mlflow import MlflowAuthFiles, read_env_file
+from mlplane.resolution import ResolvedModel  # what the servers load: mlplane.resolution.resolve_model's result
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec.platform import AuthSpec
 
@@ -31,14 +35,9 @@ class ProcessSpec:
     ready_url: str  # http(s)://…: ready on a 200; tcp://host:port: ready once it accepts a connection
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model reference pinned to what it points at right now."""
-
-    uri: str  # what the server loads, e.g. models:/iris/3
-    version: str  # "3", or "" for a plain storage URI
+    # Env files (KEY=VALUE, mode 0600) read when the process starts: secrets stay out of the spec,
+    # the command line and state.json.
+    env_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,11 +70,15 @@ def _child_env(extra: Mapping[str, str], tracking_uri: str | None = None) -> dic
 
 
 def mlflow_process(paths: StatePaths, host: str, port: int, backend_store_uri: str | None = None,
-                   artifacts_destination: str | None = None) -> ProcessSpec:
-    """MLflow tracking server + model registry on a sqlite backend with a local artifact store."""
+                   artifacts_destination: str | None = None, auth: MlflowAuthFiles | None = None) -> ProcessSpec:
+    """MLflow tracking server + model registry on a sqlite backend with a local artifact store.
+
+    With ``auth`` (``spec.auth.enabled``): MLflow behind basic auth (``--app-name mlplane-auth``, see
+    :mod:`mlplane.auth.mlflow_app`); its user comes from ``auth.server_env`` when it starts, never the spec.
+    """
     backend = backend_store_uri or f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}"
     artifacts = artifacts_destination or str(paths.mlflow_dir / "artifacts")
-    argv = (
+    argv: tuple[str, ...] = (
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend,
         "--artifacts-destination", artifacts,
@@ -87,11 +90,16 @@ def mlflow_process(paths: StatePaths, host: str, port: int, backend_store_uri: s
         # Without this MLflow forks job-runner workers that outlive the server.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     })
+    env_files: tuple[Path, ...] = ()
+    if auth is not None:
+        argv += ("--app-name", MLFLOW_AUTH_APP)
+        env_files = (auth.server_env,)
     return ProcessSpec(
         name=MLFLOW_COMPONENT,
         kind="mlflow",
         argv=argv,
         env=env,
+        env_files=env_files,
         log=paths.log_file(MLFLOW_COMPONENT),
         ready_url=f"http://{host}:{port}/health",
         ready_timeout_s=120.0,
@@ -222,6 +230,13 @@ def ray_serve_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking
 TRITON_CONTROL_HEADER = "mlplane-control-key"
 #: Triton APIs only mlplane may call: loading/unloading models, and the server's log and trace settings.
 TRITON_RESTRICTED = "model-repository,logging,trace"
+#: Triton's HTTP inference API is closed to clients whenever gRPC serves (docs/triton-limits.md): the
+#: tritonserver 2.51 of the nvidia-pytriton wheel allocates a JSON tensor from its client-given shape
+#: before any check and walks nested ``data`` recursively, so one request aborts it (a shape of 2**63-1),
+#: grows it by shape x 8 bytes (2**31: 16 GiB) or overflows its stack (``data`` nested 100k deep), and it
+#: has no option (2.51 has no --http-max-input-size) that prevents any of it. Its 403 names this header,
+#: which tells the client what to do; its value (derived from the control key) is held by nobody.
+TRITON_HTTP_INFERENCE_CLOSED = "mlplane-triton-inference-is-served-over-grpc-only"
 
 
 @dataclass(frozen=True)
@@ -236,14 +251,17 @@ class TritonInstall:
 
 
 def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_uri: str, grace_period_s: int,
-                   install: TritonInstall, control_key: str = "") -> ProcessSpec:
+                   install: TritonInstall, control_key: str = "", max_request_bytes: int | None = None) -> ProcessSpec:
     """``tritonserver`` in explicit model-control mode serving ``name`` from the deployment's repository.
 
     HTTP, gRPC and metrics bind ``endpoint.host``; the backend directory is the deployment's own
     copy of the Python backend with the stub for this interpreter (see ``TritonRuntime.prepare``).
     Model control (and Triton's log/trace settings) answer only requests that carry
     ``TRITON_CONTROL_HEADER: control_key`` (the supervisor's per-platform secret); without a key, a
-    random one nobody knows: closed to everybody.
+    random one nobody knows: closed to everybody. With a gRPC port, clients infer over gRPC only
+    (:data:`TRITON_HTTP_INFERENCE_CLOSED`); health, metadata, statistics and metrics stay on HTTP.
+    ``max_request_bytes`` (``serving.maxRequestBytes``) reaches the Python backend, which refuses a
+    request whose tensors are larger (``MLPLANE_MAX_REQUEST_BYTES``).
     """
     import secrets
 
@@ -265,7 +283,11 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
     ]
     if endpoint.grpc_port:
         argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}",
-                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}"]
+                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}",
+                 # Derived from the secret, not random: the same spec gives the same command line, so a new
+                 # supervisor recognizes (and adopts) the server an earlier one started.
+                 f"--http-restricted-api=inference:{TRITON_HTTP_INFERENCE_CLOSED}="
+                 f"{hashlib.sha256(b'mlplane-http-inference-closed:' + key.encode()).hexdigest()}"]
     else:
         argv.append("--allow-grpc=false")
     if endpoint.metrics_port:
@@ -276,6 +298,7 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
     env = _child_env({
         "LD_LIBRARY_PATH": os.pathsep.join(str(p) for p in install.library_path),
         "MLPLANE_TRITON_SITE_PACKAGES": os.pathsep.join(str(p) for p in install.site_packages),
+        **({"MLPLANE_MAX_REQUEST_BYTES": str(max_request_bytes)} if max_request_bytes else {}),
     }, tracking_uri)
     return ProcessSpec(
         name=name,
@@ -295,7 +318,9 @@ _FOREIGN_MLFLOW_VARS = frozenset({
 
 
 def process_environment(spec: ProcessSpec) -> dict[str, str]:
-    """The full environment of a child: ours, minus anything pointing at another MLflow."""
+    """The full environment of a child: ours, minus anything pointing at another MLflow, plus its env files."""
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_MLFLOW_VARS}
     env.update(spec.env)
+    for path in spec.env_files:
+        env.update(read_env_file(path))
     return env

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from contextlib import closing
+from typing import Any
 
 import psutil
 
@@ -29,8 +30,10 @@ def free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
 
 def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
     """Start ``spec`` in a new session (its own process group), output appended to its log."""
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log, "ab") as log:
+    spec.log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # logs name paths, versions and errors: the owner's alone
+    with open(fd, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}\n".encode())
         log.flush()
         return subprocess.Popen(
@@ -53,6 +56,7 @@ def process_identity(pid: int) -> float | None:
 
 
 def is_running(pid: int | None, create_time: float | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie); with ``create_time``, only when it is the process started then."""
     if not pid:
         return False
     try:
@@ -62,6 +66,31 @@ def is_running(pid: int | None, create_time: float | None = None) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def is_recorded_process(pid: Any, create_time: Any) -> bool:
+    """Whether ``pid`` is still the very process recorded with ``create_time``: a pid without a recorded
+    start time, or with another one (a recycled pid, an unrelated process), is never ours to signal."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == os.getpid():
+        return False
+    if not isinstance(create_time, int | float) or isinstance(create_time, bool):
+        return False
+    return is_running(pid, float(create_time))
+
+
+class AdoptedProcess:
+    """A running process of an earlier supervisor, taken over by this one: ``Popen``'s ``pid``, ``poll()``
+    and ``returncode``, checked by pid and start time (it is not our child, so its exit code is unknown)."""
+
+    def __init__(self, pid: int, create_time: float):
+        self.pid = pid
+        self.create_time = create_time
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not is_running(self.pid, self.create_time):
+            self.returncode = -1  # gone; not our child, so there is no status to collect
+        return self.returncode
 
 
 def stop_tree(pid: int, grace_s: float = 10.0, create_time: float | None = None) -> None:

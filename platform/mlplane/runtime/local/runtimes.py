@@ -1,6 +1,8 @@
-"""Serving runtimes of the local platform, by name (``spec.runtime``): a registry, not an if-chain.
+"""Serving runtimes of the local platform, by name: a registry, not an if-chain.
 
-A runtime says, without side effects, which files the server needs on disk for a resolved model
+The runtime is the effective one (:func:`runtime_of`: ``spec.runtime``, else the Platform's
+``serving.defaultRuntime``, the cluster's rule too). A runtime says, without side effects, which files
+the server needs on disk for a model resolved by :func:`mlplane.resolution.resolve_model`
 (:meth:`LocalRuntime.prepare`; the supervisor writes them before a start and before a switch), how
 to run the model server, and which V2 model-repository request switches a running server to
 another version in place.
@@ -15,27 +17,30 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlplane.resolution import ResolvedModel, Signature
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
     TRITON_CONTROL_HEADER,
     Endpoint,
     ProcessSpec,
-    ResolvedModel,
     TritonInstall,
     kserve_process,
     ray_app_file,
     ray_serve_process,
     triton_process,
 )
-from mlplane.runtime.triton_repo import repository_files
-from mlplane.serving.signature import TensorMeta
+from mlplane.runtime.triton_repo import model_repository
 from mlplane.spec import ModelDeployment
-from mlplane.spec.platform import AuthSpec
+from mlplane.spec.effective import effective_runtime
+from mlplane.spec.platform import AuthSpec, Platform
+
+__all__ = ["RUNTIMES", "KServeRuntime", "LoadRequest", "LocalRuntime", "Prepared", "RayRuntime", "ServingContext",
+           "Signature", "TritonRuntime", "UnsupportedRuntime", "find_triton", "runtime_for", "runtime_of"]
 
 
 @dataclass(frozen=True)
@@ -54,20 +59,18 @@ class ServingContext:
 @dataclass(frozen=True)
 class LoadRequest:
     """``POST path`` with ``body`` (and ``headers``) makes the server serve another version: on its control
-    socket when ``socket`` is set (kserve), else on its HTTP endpoint (Triton: with its control key)."""
+    socket when ``socket`` is set (kserve), else on its HTTP endpoint (Triton: with its control key).
+
+    ``grpc_metadata`` set (Triton): when the server has a gRPC port, the switch goes there instead, as the
+    V2 ``RepositoryModelLoad`` call with that metadata (:mod:`mlplane.runtime.local.triton_control`
+    says why: an HTTP load stalls Triton's HTTP clients while the new version loads).
+    """
 
     path: str
     body: Mapping[str, Any]
     socket: Path | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Signature:
-    """The V2 tensors of a model's MLflow signature (empty lists: no signature)."""
-
-    inputs: Sequence[TensorMeta]
-    outputs: Sequence[TensorMeta]
+    grpc_metadata: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class Prepared:
 
 
 class LocalRuntime(Protocol):
-    #: the supervisor reads the model's signature (without loading the model) for :meth:`prepare`
+    #: the server declares its tensors from the model's signature (resolution reads it: ``model.signature``)
     needs_signature: bool
     #: the server exposes Prometheus metrics on a port of its own
     metrics_port: bool
@@ -87,7 +90,9 @@ class LocalRuntime(Protocol):
     grpc: bool
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
-                signature: Signature | None) -> Prepared: ...
+                signature: Signature | None = None) -> Prepared:
+        """The files for ``model``; ``signature`` stands in for ``model.signature`` when the model was only pinned."""
+        ...
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec: ...
 
@@ -106,7 +111,7 @@ class KServeRuntime:
     grpc = True
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
-                signature: Signature | None) -> Prepared:
+                signature: Signature | None = None) -> Prepared:
         return Prepared()
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
@@ -172,14 +177,19 @@ class TritonRuntime:
         return self._install
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
-                signature: Signature | None) -> Prepared:
+                signature: Signature | None = None) -> Prepared:
+        """The resolution's model repository (``model.triton``, the cluster's too) under the state dir, its
+        model.json loading ``model.uri`` through MLflow, and the Python backend Triton runs it with."""
         if ctx.auth is not None and ctx.auth.enabled:
             raise UnsupportedRuntime("spec.runtime: 'triton' cannot check mlplane API keys (the platform's "
                                      "spec.auth.enabled is true); use runtime 'kserve' or turn auth off")
         name = dep.metadata.name
-        sig = signature or Signature([], [])
+        repository = model.triton
+        if repository is None:  # only pinned: the repository resolution would compute from the signature
+            sig = signature or model.signature or Signature([], [])
+            repository = model_repository(name, model.version, sig.inputs, sig.outputs, dep.spec, model.uri)
         base = ctx.paths.triton_dir(name)
-        files = repository_files(name, model.version, model.uri, sig.inputs, sig.outputs, dep.spec)
+        files = repository.files(model.uri)
         backend = base / "backends" / "python"
         install = self.install
         return Prepared(
@@ -193,11 +203,13 @@ class TritonRuntime:
 
     def process(self, ctx: ServingContext, name: str, model: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
         return triton_process(ctx.paths, name, endpoint, ctx.tracking_uri, ctx.grace_period_s, self.install,
-                              ctx.control_key)
+                              ctx.control_key, ctx.max_request_bytes)
 
     def load_request(self, name: str, model: ResolvedModel, ctx: ServingContext | None = None) -> LoadRequest:
         headers = {TRITON_CONTROL_HEADER: ctx.control_key} if ctx is not None and ctx.control_key else {}
-        return LoadRequest(f"/v2/repository/models/{name}/load", {}, headers=headers)
+        # Over gRPC Triton expects restricted-protocol keys as "triton-grpc-protocol-<header>" metadata.
+        metadata = {f"triton-grpc-protocol-{k}": v for k, v in headers.items()}
+        return LoadRequest(f"/v2/repository/models/{name}/load", {}, headers=headers, grpc_metadata=metadata)
 
     def workdir(self, paths: StatePaths, name: str) -> Path | None:
         return paths.triton_dir(name)
@@ -217,7 +229,7 @@ class RayRuntime:
     grpc = False
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
-                signature: Signature | None) -> Prepared:
+                signature: Signature | None = None) -> Prepared:
         from mlplane.rag.serve_config import logical_cpus, serve_app_config
         from mlplane.spec import Platform
 
@@ -259,3 +271,9 @@ def runtime_for(name: str) -> LocalRuntime:
         available = ", ".join(f"'{n}'" for n in RUNTIMES)
         raise UnsupportedRuntime(f"spec.runtime: '{name}' is not available in the local runtime yet; "
                                  f"available: {available}") from None
+
+
+def runtime_of(dep: ModelDeployment, platform: Platform) -> LocalRuntime:
+    """The runtime serving ``dep`` on ``platform``: ``spec.runtime``, else the Platform's ``serving.defaultRuntime``
+    (:func:`mlplane.spec.effective.effective_runtime`, as in the cluster)."""
+    return runtime_for(effective_runtime(dep, platform))
