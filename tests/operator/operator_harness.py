@@ -181,6 +181,14 @@ class Harness:
             assert resp.status < 300, await resp.text()
         self.created.append(name)
 
+    async def delete_created(self) -> None:
+        """Delete the ModelDeployments this test created and wait until they are gone (finalizers done)."""
+        for name in self.created:
+            if self.get(MD, name):
+                await self.delete(name)
+        for name in self.created:
+            await wait_for(lambda name=name: self.get(MD, name) is None, f"{name} to be deleted")
+
     async def create_platform(self, name: str, spec: dict[str, Any], namespace: str | None = None) -> None:
         ns = namespace or self.namespace
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Platform",

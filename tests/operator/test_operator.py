@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from operator_harness import FEATURE_STORE, ISVC, MD, PLATFORM, Harness, wait_for
 
 from mlplane import registry
-from mlplane.k8s.resolve import resolve_served
+from mlplane.k8s.resolve import PROXY_PATH, resolve_served
 from mlplane.spec import parse_model_ref
 from mlplane_operator import plan, platform_plan
 from mlplane_operator.handlers import FINALIZER
@@ -60,11 +60,7 @@ async def cleanup(harness: Harness) -> AsyncIterator[None]:
     harness.created.clear()
     yield
     if harness.operator.running:
-        for name in harness.created:
-            if harness.get(MD, name):
-                await harness.delete(name)
-        for name in harness.created:
-            await wait_for(lambda name=name: harness.get(MD, name) is None, f"{name} to be deleted")
+        await harness.delete_created()
 
 
 async def test_create_applies_owned_children_and_reports_status(harness: Harness) -> None:
@@ -252,8 +248,11 @@ async def test_triton_repository_is_stored_next_to_the_model_version(harness: Ha
     assert storage == await served_uri(harness, "tri", {"model": "models:/iris@champion", "runtime": "triton"})
     assert "/triton-repository/1/" in storage and harness.status("tri")["modelUri"] == storage
 
+    # Under the version's run only: other modules store repositories of their own models' version 1.
+    run_root = harness.mlflow.artifacts / storage.split(PROXY_PATH, 1)[1].split("/triton-repository/")[0]
+
     def stored() -> list[Path]:
-        return sorted(p for p in harness.mlflow.artifacts.rglob("triton-repository/1/*/*") if p.is_file())
+        return sorted(p for p in run_root.rglob("triton-repository/1/*/*") if p.is_file())
 
     files = stored()
     assert [p.name for p in files] == [storage.rsplit("/", 1)[1]]  # the archive storageUri names

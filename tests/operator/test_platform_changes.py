@@ -40,11 +40,7 @@ def other_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
 async def cleanup(harness: Harness) -> AsyncIterator[None]:
     harness.created.clear()
     yield
-    for name in harness.created:
-        if harness.get(MD, name):
-            await harness.delete(name)
-    for name in harness.created:
-        await wait_for(lambda name=name: harness.get(MD, name) is None, f"{name} to be deleted")
+    await harness.delete_created()
 
 
 async def champion(tracking_uri: str) -> str:

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import pytest_asyncio
 import yaml
-from operator_harness import FEATURE_STORE, ISVC, MD, PLATFORM, Harness, wait_for
+from operator_harness import FEATURE_STORE, ISVC, PLATFORM, Harness, wait_for
 
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import milvus_lite_process
@@ -48,11 +48,7 @@ def milvus_spec(**extra: object) -> dict[str, object]:
 async def cleanup(harness: Harness) -> AsyncIterator[None]:
     harness.created.clear()
     yield
-    for name in harness.created:
-        if harness.get(MD, name):
-            await harness.delete(name)
-    for name in harness.created:
-        await wait_for(lambda name=name: harness.get(MD, name) is None, f"{name} to be deleted")
+    await harness.delete_created()
 
 
 async def test_platform_reports_each_dependency_and_owns_its_children(harness: Harness) -> None:

@@ -51,10 +51,7 @@ async def parity_model(harness: Harness) -> None:
 async def cleanup(harness: Harness) -> Any:
     harness.created.clear()
     yield
-    for name in harness.created:
-        await harness.delete(name)
-    for name in harness.created:
-        await wait_for(lambda n=name: harness.get("mlplane.io/v1alpha1/modeldeployments", n) is None, f"{name} gone")
+    await harness.delete_created()
 
 
 def render(tmp: Path, name: str, spec: dict[str, Any], tracking_uri: str, *extra: str,
