@@ -15,7 +15,10 @@ from k8s_schema_helpers import REPO_ROOT, errors, upstream_validator
 
 from mlplane.k8s import ResolvedArtifact, effective_runtime, render
 from mlplane.k8s.render import rollout_strategy
-from mlplane.spec import ModelDeployment, Platform
+from mlplane.k8s.resolve import plan_served
+from mlplane.resolution import Signature, resolve_model
+from mlplane.serving.signature import TensorMeta
+from mlplane.spec import ModelDeployment, ModelRef, Platform
 
 K8S_VERSION = "1.32"
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden" / "render"
@@ -116,9 +119,30 @@ CASES: dict[str, tuple[ModelDeployment, Platform, dict[str, Any]]] = {
 }
 
 
+class RegistryState:
+    """A registry state as data for the golden cases: every reference pins version 7 of an iris-shaped
+    model in S3. The real MLflow path of the same resolution is tests/operator/test_resolution.py."""
+
+    tracking_uri = "http://mlplane-mlflow.mlplane.svc:5000"
+    location = ARTIFACT.storage_uri
+
+    def resolve(self, ref: ModelRef) -> tuple[str, str]:
+        return ARTIFACT.registry_version, self.location
+
+    def signature(self, model_uri: str, location: str = "") -> Signature:
+        inputs = [TensorMeta(f"f{i}", "FP64", (-1,)) for i in range(4)]
+        return Signature(inputs, [TensorMeta("output-0", "INT64", (-1,))])
+
+
 def rendered(case: str) -> list[dict[str, Any]]:
+    """What `mlplane render` prints for the case: resolution (shared with the supervisor and the operator),
+    the cluster's storage URI on top, then the render."""
     dep, platform, kwargs = CASES[case]
-    return render(dep, platform, ARTIFACT, **kwargs)
+    registry = RegistryState()
+    resolved = resolve_model(dep, platform, registry)
+    served = plan_served(dep, platform, resolved, registry.tracking_uri,
+                         ("abc123", registry.location.rsplit("/", 1)[0]))
+    return render(dep, platform, served.artifact, **kwargs)
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -228,7 +252,13 @@ def test_model_version_label_and_storage_uri(case: str) -> None:
         assert obj["metadata"]["labels"]["mlplane.io/deployment"] == CASES[case][0].metadata.name
     kinds = by_kind(rendered(case))
     if "InferenceService" in kinds:
-        assert kinds["InferenceService"]["spec"]["predictor"]["model"]["storageUri"] == ARTIFACT.storage_uri
+        storage = kinds["InferenceService"]["spec"]["predictor"]["model"]["storageUri"]
+        if effective_runtime(*CASES[case][:2]) == "triton":  # the generated repository, stored with the run
+            run = ARTIFACT.storage_uri.rsplit("/", 1)[0]
+            archive = re.escape(run) + r"/triton-repository/7/[0-9a-f]+/repository\.tar\.gz"
+            assert re.fullmatch(archive, storage), storage
+        else:  # kserve serves the S3 location itself
+            assert storage == ARTIFACT.storage_uri
     else:
         serve = yaml.safe_load(kinds["RayService"]["spec"]["serveConfigV2"])
         generator = next(d for d in serve["applications"][0]["deployments"] if d["name"] == "Generator")
