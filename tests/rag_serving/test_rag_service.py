@@ -213,7 +213,9 @@ def test_undeploy_removes_its_files_and_no_ray_process_is_left(rag):
     mlplane(rag["dir"], "undeploy", "rag")
     assert not (rag["dir"] / "ray" / "rag").exists()
     mlplane(rag["dir"], "down")
-    time.sleep(1)
+    deadline = time.monotonic() + 60  # Ray's workers exit after their raylet: poll, do not guess a delay
+    while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree):
+        time.sleep(0.5)
     left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
     ray_left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
