@@ -3,14 +3,15 @@ kserve, binary tensors.
 
     .venv/bin/python bench/triton.py [--rounds 3] [--trivial-rounds 5] [--seconds 2.5]
 
-Starts two platforms (``mlplane up`` in temporary state dirs): one with gRPC, one without (Triton's
-HTTP inference API is closed to clients while gRPC serves, so HTTP is measured there). Registers the
-iris model, an identity pyfunc with a tensor signature FP32 ``[-1, 262144]`` (1 MiB per row) and the
-trivial model (``INPUT0`` FP32 ``[-1, 4]`` -> ``OUTPUT0 = INPUT0 + 1``, a pyfunc), and deploys:
+Starts a platform (``mlplane up`` in a temporary state dir). Triton's HTTP inference API is closed to
+clients (they infer over gRPC, docs/triton-limits.md): the HTTP rows send the header that opens it, which
+only the platform's owner can derive (``triton_http_inference_header`` of the platform's control key), so
+they measure Triton's HTTP path plus its header check. Registers the iris model, an identity pyfunc
+with a tensor signature FP32 ``[-1, 262144]`` (1 MiB per row) and the trivial model (``INPUT0`` FP32
+``[-1, 4]`` -> ``OUTPUT0 = INPUT0 + 1``, a pyfunc), and deploys:
 
-* gRPC platform: ``add-t`` / ``add-tb``: the trivial model on triton without / with ``spec.batching``
+* ``add-t`` / ``add-tb``: the trivial model on triton without / with ``spec.batching``
   (maxBatchSize 32, preferred 8/16, 1 ms);
-* HTTP platform: ``add-th``: the trivial model on triton without batching, and
 * ``iris-tb``: iris on triton with ``spec.batching`` (maxBatchSize 32, preferred 8/16, 2 ms),
 * ``iris-t``: iris on triton without batching, ``iris-k``: iris on kserve,
 * ``ident-t`` / ``ident-k``: the identity model on triton / kserve.
@@ -51,6 +52,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from _results import Report, run_context, write_section
+from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.plan import triton_http_inference_header
 from mlplane.runtime.local.process import free_port
 from mlplane.runtime.local.runtimes import find_triton
 
@@ -63,10 +66,10 @@ WIDTH = 262144  # FP32 values per row: 1 MiB
 PLATFORM = """\
 apiVersion: mlplane.io/v1alpha1
 kind: Platform
-metadata: {{name: bench-{kind}}}
+metadata: {name: bench-triton}
 spec:
-  tracking: {{mode: embedded}}
-  serving: {{host: 127.0.0.1, grpc: {grpc}, maxRequestBytes: 67108864}}
+  tracking: {mode: embedded}
+  serving: {host: 127.0.0.1, grpc: true, maxRequestBytes: 67108864}
 """
 DEPLOYMENT = """\
 apiVersion: mlplane.io/v1alpha1
@@ -78,19 +81,17 @@ spec:
 {extra}"""
 BATCHING = "  batching: {maxBatchSize: 32, preferredBatchSizes: [8, 16], maxLatencyMs: 2}\n"
 ADD_BATCHING = "  batching: {maxBatchSize: 32, preferredBatchSizes: [8, 16], maxLatencyMs: 1}\n"
-# Two platforms: Triton closes its HTTP inference API to clients when it serves gRPC (see
-# mlplane.runtime.local.plan.TRITON_HTTP_INFERENCE_CLOSED), so HTTP is measured on a platform without gRPC.
-PLATFORMS = {"grpc": "true", "http": "false"}
-DEPLOYMENTS = {  # name: (model, runtime, batching, platform)
-    "add-t": ("add", "triton", None, "grpc"),
-    "add-tb": ("add", "triton", ADD_BATCHING, "grpc"),
-    "add-th": ("add", "triton", None, "http"),
-    "iris-tb": ("iris", "triton", BATCHING, "http"),
-    "iris-t": ("iris", "triton", None, "http"),
-    "iris-k": ("iris", "kserve", None, "http"),
-    "ident-t": ("identity", "triton", None, "http"),
-    "ident-k": ("identity", "kserve", None, "http"),
+DEPLOYMENTS = {  # name: (model, runtime, batching)
+    "add-t": ("add", "triton", None),
+    "add-tb": ("add", "triton", ADD_BATCHING),
+    "iris-tb": ("iris", "triton", BATCHING),
+    "iris-t": ("iris", "triton", None),
+    "iris-k": ("iris", "kserve", None),
+    "ident-t": ("identity", "triton", None),
+    "ident-k": ("identity", "kserve", None),
 }
+#: Sent on HTTP inference requests to mlplane's Triton deployments (set once the platform is up).
+TRITON_HTTP: dict[str, str] = {}
 ADD_ROW = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 # The bare baseline: what a Triton user writes for the trivial model. The two preambles are not per
 # request: numpy comes from this virtualenv (the backend stub ignores PYTHONPATH), and the message
@@ -244,12 +245,13 @@ class Target:
     def __init__(self, name: str, dep: dict, batched: bool) -> None:
         self.name, self.url, self.batched = name, dep["url"].removeprefix("http://"), batched
         self.inputs = iris_inputs(batched)
+        self.headers = TRITON_HTTP if dep["runtime"] == "triton" else None
 
     def client(self) -> httpclient.InferenceServerClient:
         return httpclient.InferenceServerClient(url=self.url, connection_timeout=30, network_timeout=60)
 
     def infer(self, client: httpclient.InferenceServerClient) -> None:
-        out = client.infer(self.name, self.inputs).as_numpy("output-0")
+        out = client.infer(self.name, self.inputs, headers=self.headers).as_numpy("output-0")
         if out is None or out.size != 1:
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
@@ -259,7 +261,8 @@ class AddTarget:
 
     def __init__(self, label: str, name: str, url: str, grpc: str, proto: str) -> None:
         self.label, self.model, self.proto = label, name, proto
-        self.role = "bare" if label.startswith("bare") else "add-t"  # mlplane's plain deployment on either platform
+        self.role = "bare" if label.startswith("bare") else "add-t"
+        self.headers = TRITON_HTTP if proto == "http" and self.role != "bare" else None
         self.name = f"{label} ({proto})"
         self.lib = httpclient if proto == "http" else grpcclient
         self.address = url if proto == "http" else grpc
@@ -273,7 +276,7 @@ class AddTarget:
         return grpcclient.InferenceServerClient(url=self.address)
 
     def infer(self, client) -> None:
-        out = client.infer(self.model, self.inputs).as_numpy("OUTPUT0")
+        out = client.infer(self.model, self.inputs, headers=self.headers).as_numpy("OUTPUT0")
         if out is None or not np.array_equal(out, ADD_ROW + 1):
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
@@ -340,7 +343,8 @@ def tensor_latency(dep: dict, name: str, binary: bool, n: int) -> list[float]:
             inp = httpclient.InferInput("input-0", [1, WIDTH], "FP32")
             inp.set_data_from_numpy(data, binary_data=binary)
             wanted = [httpclient.InferRequestedOutput("output-0", binary_data=binary)]
-            result = client.infer(name, [inp], outputs=wanted)
+            result = client.infer(name, [inp], outputs=wanted,
+                                  headers=TRITON_HTTP if dep["runtime"] == "triton" else None)
             reply = result.as_numpy("output-0")
             out.append(time.perf_counter() - t)
             if reply.shape != (1, WIDTH) or not np.allclose(reply, data, rtol=1e-6, atol=0):
@@ -356,15 +360,14 @@ def p50_ms(samples: list[float]) -> float:
 
 # -- trivial model: mlplane vs bare Triton ----------------------------------------------------------
 def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, requests: int, seconds: float) -> dict:
-    """p50 at 1 connection and throughput at 8 connections of mlplane (``add-th`` over HTTP, ``add-t``
-    over gRPC) vs ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that
-    alternate the order."""
+    """p50 at 1 connection and throughput at 8 connections of mlplane (``add-t`` over HTTP and gRPC) vs
+    ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that alternate the order."""
     def target(label: str, proto: str) -> AddTarget:
         if label in bare:
             return AddTarget(label, label, bare[label].url, bare[label].grpc, proto)
         return AddTarget(label, label, deps[label]["url"].removeprefix("http://"), deps[label]["grpc"], proto)
 
-    pairs = {"http": (target("add-th", "http"), target("bare", "http")),
+    pairs = {"http": (target("add-t", "http"), target("bare", "http")),
              "grpc": (target("add-t", "grpc"), target("bare", "grpc"))}
     batching = [target(label, "grpc") for label in ("add-tb", "add-t", "bare-b", "bare")]
     for t in [*(t for pair in pairs.values() for t in pair), *batching]:  # warm-up
@@ -433,36 +436,30 @@ def main() -> None:
     from mlplane_pipelines.iris import train_and_register
 
     with tempfile.TemporaryDirectory(prefix="mlplane-bench-triton-") as tmp:
-        state_dirs = {kind: Path(tmp) / kind / ".mlplane" for kind in PLATFORMS}
+        state_dir = Path(tmp) / "platform" / ".mlplane"
         bare: dict[str, BareTriton] = {}
         up: list[Path] = []
         try:
             for name, batched in (("bare", False), ("bare-b", True)):
                 bare[name] = BareTriton(Path(tmp) / "bare", name, batched)
-            deps: dict[str, dict] = {}
-            for kind, grpc in PLATFORMS.items():
-                platform_yaml = Path(tmp) / f"platform-{kind}.yaml"
-                platform_yaml.write_text(PLATFORM.format(kind=kind, grpc=grpc))
-                up.append(state_dirs[kind])
-                mlplane(state_dirs[kind], "up", "-f", str(platform_yaml))
-                tracking = json.loads(mlplane(state_dirs[kind], "status", "-o", "json"))["trackingUri"]
-                models = {m for m, _rt, _b, k in DEPLOYMENTS.values() if k == kind}
-                if "iris" in models:
-                    train_and_register(tracking, name="iris")
-                if "identity" in models:
-                    register_identity(tracking)
-                register_add(tracking)
-                for name, (model, runtime, batching, k) in DEPLOYMENTS.items():
-                    if k == kind:
-                        path = Path(tmp) / f"{name}.yaml"
-                        path.write_text(DEPLOYMENT.format(name=name, model=model, runtime=runtime,
-                                                          extra=batching or ""))
-                        mlplane(state_dirs[kind], "deploy", "-f", str(path))
-                deps.update(json.loads(mlplane(state_dirs[kind], "status", "-o", "json"))["deployments"])
+            platform_yaml = Path(tmp) / "platform.yaml"
+            platform_yaml.write_text(PLATFORM)
+            up.append(state_dir)
+            mlplane(state_dir, "up", "-f", str(platform_yaml))
+            TRITON_HTTP.update(triton_http_inference_header(StatePaths(state_dir).control_key_file.read_text().strip()))
+            tracking = json.loads(mlplane(state_dir, "status", "-o", "json"))["trackingUri"]
+            train_and_register(tracking, name="iris")
+            register_identity(tracking)
+            register_add(tracking)
+            for name, (model, runtime, batching) in DEPLOYMENTS.items():
+                path = Path(tmp) / f"{name}.yaml"
+                path.write_text(DEPLOYMENT.format(name=name, model=model, runtime=runtime, extra=batching or ""))
+                mlplane(state_dir, "deploy", "-f", str(path))
+            deps: dict[str, dict] = json.loads(mlplane(state_dir, "status", "-o", "json"))["deployments"]
             assert all(deps[n]["status"] == "ready" for n in DEPLOYMENTS), deps
             for server in bare.values():
                 server.wait_ready()
-            print(f"2 platforms + {len(DEPLOYMENTS)} deployments + bare Triton ready "
+            print(f"a platform + {len(DEPLOYMENTS)} deployments + bare Triton ready "
                   f"({time.monotonic() - started:.0f}s)", flush=True)
 
             trivial = trivial_rounds(deps, bare, args.trivial_rounds, args.requests, args.seconds)
@@ -551,9 +548,9 @@ def main() -> None:
         "",
         "**`runtime: triton` vs a bare Triton Python-backend model** (the trivial model: `INPUT0` FP32 `[-1, 4]` → "
         "`OUTPUT0 = INPUT0 + 1`). mlplane: an MLflow pyfunc doing that add, deployed as `add-t` (no batching) "
-        "and `add-tb` (`spec.batching`: maxBatchSize 32, preferredBatchSizes [8, 16], maxLatencyMs 1) on a "
-        "platform with gRPC, and as `add-th` (no batching) on a second platform without gRPC for the HTTP rows "
-        "(Triton's HTTP inference API is closed to clients while gRPC serves). Bare: "
+        "and `add-tb` (`spec.batching`: maxBatchSize 32, preferredBatchSizes [8, 16], maxLatencyMs 1). Triton's "
+        "HTTP inference API is closed to clients (they infer over gRPC): the HTTP rows send the header only the "
+        "platform's owner can derive, so mlplane also pays Triton's restricted-API check there. Bare: "
         "the same tritonserver binary, Python backend and serving flags (without mlplane's API restrictions), "
         "one server per model, with a hand-written "
         "`model.py` doing the same numpy add per request (`bench/triton.py`, `BARE_MODEL_PY`), without and with "
@@ -567,7 +564,7 @@ def main() -> None:
         f"Noise: {spread(trivial['rounds'])}. Batches `add-tb` executed (`/v2/models/add-tb/stats`, batch size: "
         f"count): {evidence(trivial['batches'])}.",
         "",
-        "**iris, the identity model, Triton vs kserve** (on the platform without gRPC): "
+        "**iris, the identity model, Triton vs kserve** (Triton's HTTP requests with the same header): "
         "iris (`mlplane_pipelines.iris`) on triton with `spec.batching` (maxBatchSize 32, "
         "preferredBatchSizes [8, 16], maxLatencyMs 2), on triton without batching and on kserve; an identity "
         "pyfunc with tensor signature FP32 `[-1, 262144]` on triton and kserve. Clients: `tritonclient.http`, "

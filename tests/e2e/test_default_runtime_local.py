@@ -40,7 +40,7 @@ def test_a_deployment_naming_no_runtime_is_served_by_the_platforms_default(tmp_p
         train_and_register(status(state_dir)["trackingUri"], name="iris", alias="champion")
         mlplane(state_dir, "deploy", "-f", str(tmp_path / "deployment.yaml"))
         dep = status(state_dir)["deployments"]["unnamed-runtime"]
-        assert dep["status"] == "ready" and dep["servedVersion"] == "1"
+        assert dep["status"] == "ready" and dep["servedVersion"] == "1" and dep["runtime"] == "triton"
         server = httpx.get(f"{dep['url']}/v2", timeout=30).json()
         assert server["name"] == "triton", server
         model = httpx.get(f"{dep['url']}/v2/models/unnamed-runtime", timeout=30).json()

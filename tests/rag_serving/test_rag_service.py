@@ -206,7 +206,10 @@ def test_promote_moves_the_generator_and_answers_record_the_new_version(rag):
 
 
 def test_undeploy_removes_its_files_and_no_ray_process_is_left(rag):
-    before = status(rag["dir"])["deployments"]["rag"]["pid"]
+    state = status(rag["dir"])
+    before = state["deployments"]["rag"]["pid"]
+    # Ray processes of other platforms on this machine (e.g. `make demo`'s, left running) are not ours.
+    platform_started = psutil.Process(state["supervisor"]["pid"]).create_time()
     tree = psutil.Process(before).children(recursive=True)
     assert any("raylet" in " ".join(p.cmdline()) for p in tree)
     assert (rag["dir"] / "ray" / "rag" / "app.json").exists()
@@ -218,6 +221,7 @@ def test_undeploy_removes_its_files_and_no_ray_process_is_left(rag):
         time.sleep(0.5)
     left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
-    ray_left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-                if any(word in " ".join(p.info["cmdline"] or []) for word in ("raylet", "gcs_server", "ray::"))]
+    ray_left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline", "create_time"])
+                if p.info["create_time"] >= platform_started
+                and any(word in " ".join(p.info["cmdline"] or []) for word in ("raylet", "gcs_server", "ray::"))]
     assert ray_left == []

@@ -11,10 +11,17 @@ from tritonclient.grpc import service_pb2 as pb
 
 from mlplane.resolution import ResolvedModel
 from mlplane.runtime.local.paths import StatePaths
-from mlplane.runtime.local.plan import TRITON_HTTP_INFERENCE_CLOSED, Endpoint, TritonInstall, triton_process
-from mlplane.runtime.local.runtimes import ServingContext, runtime_for
+from mlplane.runtime.local.plan import (
+    TRITON_HTTP_INFERENCE_CLOSED,
+    Endpoint,
+    TritonInstall,
+    triton_http_inference_header,
+    triton_process,
+)
+from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, runtime_for
 from mlplane.runtime.local.triton_control import model_load_request
 from mlplane.serving.triton_backend import RequestTooLarge, _Input, check_request_bytes
+from mlplane.spec.loader import load_dict
 
 INSTALL = TritonInstall(Path("/t/bin/tritonserver"), Path("/t/backends/python"), Path("/t/stub"), (), ())
 
@@ -35,10 +42,24 @@ def test_with_grpc_clients_infer_over_grpc_only(tmp_path):
     assert "--http-restricted-api=model-repository,logging,trace:mlplane-control-key=k3y" in _argv(tmp_path, 2)
 
 
-def test_without_grpc_http_inference_is_the_only_way_in(tmp_path):
+def test_a_platform_without_grpc_cannot_serve_triton(tmp_path):
+    """Without gRPC, Triton's HTTP inference API would be the only way in, and one request crashes it
+    (docs/triton-limits.md): the runtime refuses, and the server's HTTP inference stays closed anyway."""
+    dep = load_dict({"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
+                     "spec": {"model": "models:/iris/1", "runtime": "triton"}}, source="x")
+    ctx = ServingContext(StatePaths(tmp_path), "http://x", 1024, 5, grpc=False)
+    with pytest.raises(UnsupportedRuntime, match=r"spec.serving.grpc is false.*spec.serving.grpc: true"):
+        runtime_for("triton").prepare(ctx, dep, ResolvedModel("models:/iris/1", "1"), None)
     argv = _argv(tmp_path, None)
     assert "--allow-grpc=false" in argv
-    assert not [a for a in argv if a.startswith("--http-restricted-api=inference")]
+    closed = f"--http-restricted-api=inference:{TRITON_HTTP_INFERENCE_CLOSED}="
+    assert len([a for a in argv if a.startswith(closed)]) == 1
+
+
+def test_the_open_header_is_derived_from_the_control_key(tmp_path):
+    ((name, value),) = triton_http_inference_header("k3y").items()
+    assert f"--http-restricted-api=inference:{name}={value}" in _argv(tmp_path, 2)
+    assert triton_http_inference_header("other") != {name: value}
 
 
 def test_triton_switches_versions_over_grpc_with_the_key_as_restricted_protocol_metadata(tmp_path):

@@ -72,11 +72,12 @@ class Deployment:
     resolved: ResolvedModel
     endpoint: Endpoint
     component: Component
+    runtime: str  # the effective runtime: spec.runtime, else the Platform's serving.defaultRuntime
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def refresh_info(self) -> None:
         self.component.info.update({
-            "runtime": self.spec.spec.runtime,
+            "runtime": self.runtime,
             "model": self.spec.spec.model,
             "modelUri": self.resolved.uri,
             "servedVersion": self.resolved.version or None,

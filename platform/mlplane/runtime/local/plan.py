@@ -239,6 +239,18 @@ TRITON_RESTRICTED = "model-repository,logging,trace"
 TRITON_HTTP_INFERENCE_CLOSED = "mlplane-triton-inference-is-served-over-grpc-only"
 
 
+def triton_http_inference_header(control_key: str) -> dict[str, str]:
+    """The header that opens a local Triton's closed HTTP inference API (:data:`TRITON_HTTP_INFERENCE_CLOSED`).
+
+    Derived from the platform's control key, not random: the same spec gives the same command line, so a
+    new supervisor recognizes (and adopts) the server an earlier one started. Only what can read the
+    control key (the platform's owner: ``bench/triton.py`` measures Triton's HTTP path with it) holds it;
+    clients never do.
+    """
+    value = hashlib.sha256(b"mlplane-http-inference-closed:" + control_key.encode()).hexdigest()
+    return {TRITON_HTTP_INFERENCE_CLOSED: value}
+
+
 @dataclass(frozen=True)
 class TritonInstall:
     """Where the ``tritonserver`` distribution lives (the ``nvidia-pytriton`` wheel ships one)."""
@@ -258,7 +270,7 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
     copy of the Python backend with the stub for this interpreter (see ``TritonRuntime.prepare``).
     Model control (and Triton's log/trace settings) answer only requests that carry
     ``TRITON_CONTROL_HEADER: control_key`` (the supervisor's per-platform secret); without a key, a
-    random one nobody knows: closed to everybody. With a gRPC port, clients infer over gRPC only
+    random one nobody knows: closed to everybody. Clients infer over gRPC only
     (:data:`TRITON_HTTP_INFERENCE_CLOSED`); health, metadata, statistics and metrics stay on HTTP.
     ``max_request_bytes`` (``serving.maxRequestBytes``) reaches the Python backend, which refuses a
     request whose tensors are larger (``MLPLANE_MAX_REQUEST_BYTES``).
@@ -281,13 +293,12 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
         f"--http-port={endpoint.http_port}",
         f"--http-restricted-api={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}",
     ]
+    # Clients infer over gRPC; the runtime refuses a platform without it (TritonRuntime.prepare).
+    ((closed, value),) = triton_http_inference_header(key).items()
+    argv.append(f"--http-restricted-api=inference:{closed}={value}")
     if endpoint.grpc_port:
         argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}",
-                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}",
-                 # Derived from the secret, not random: the same spec gives the same command line, so a new
-                 # supervisor recognizes (and adopts) the server an earlier one started.
-                 f"--http-restricted-api=inference:{TRITON_HTTP_INFERENCE_CLOSED}="
-                 f"{hashlib.sha256(b'mlplane-http-inference-closed:' + key.encode()).hexdigest()}"]
+                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}"]
     else:
         argv.append("--allow-grpc=false")
     if endpoint.metrics_port:

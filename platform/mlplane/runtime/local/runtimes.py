@@ -54,6 +54,7 @@ class ServingContext:
     auth: AuthSpec | None = None  # spec.auth of the platform
     vector_store_uri: str | None = None  # where the platform's Milvus answers (runtime 'ray')
     control_key: str = field(default="", repr=False)  # the supervisor's model-control secret (Triton)
+    grpc: bool = True  # spec.serving.grpc of the platform
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,11 @@ class TritonRuntime:
         if ctx.auth is not None and ctx.auth.enabled:
             raise UnsupportedRuntime("spec.runtime: 'triton' cannot check mlplane API keys (the platform's "
                                      "spec.auth.enabled is true); use runtime 'kserve' or turn auth off")
+        if not ctx.grpc:  # Triton's HTTP inference API would be open: docs/triton-limits.md
+            raise UnsupportedRuntime("spec.runtime: 'triton' serves inference over gRPC only, and the platform's "
+                                     "spec.serving.grpc is false: with its HTTP inference API open to clients, "
+                                     "one request can crash tritonserver 2.51 (docs/triton-limits.md); set "
+                                     "spec.serving.grpc: true in the Platform or use runtime 'kserve'")
         name = dep.metadata.name
         repository = model.triton
         if repository is None:  # only pinned: the repository resolution would compute from the signature

@@ -490,7 +490,7 @@ class Supervisor:
         serving = self.platform.spec.serving
         return ServingContext(self.paths, self.tracking_uri, serving.max_request_bytes,
                               serving.grace_period_seconds, self.platform.spec.auth, self.vector_store_uri,
-                              control_key=self._control_key)
+                              control_key=self._control_key, grpc=serving.grpc)
 
     def _model_process(self, dep: ModelDeployment, resolved: ResolvedModel, endpoint: Endpoint) -> ProcessSpec:
         spec = runtime_of(dep, self.platform).process(self._serving_context(), dep.metadata.name, resolved, endpoint)
@@ -558,7 +558,8 @@ class Supervisor:
             metrics_port = self._port(f"{name}/metrics") if runtime.metrics_port else None
             endpoint = Endpoint(self.host, self._port(f"{name}/http"), grpc_port, metrics_port)
             comp = Component(spec=self._model_process(dep, resolved, endpoint))
-            current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp)
+            current = Deployment(spec=dep, resolved=resolved, endpoint=endpoint, component=comp,
+                                 runtime=effective_runtime(dep, self.platform))
             current.refresh_info()
             self.components[name] = comp
             self.deployments[name] = current
