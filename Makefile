@@ -9,7 +9,7 @@ EXTRAS ?= --extra dev --extra all
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: venv system-deps demo test lint schemas docs check clean bench
+.PHONY: venv system-deps demo test lint lint-imports typecheck schemas docs check clean bench
 
 # Debian packages the tests put in the loop as the upstream components they stand for: buildah and
 # debootstrap (build the images and run their commands, offline), PostgreSQL and Redis (MLflow's
@@ -47,13 +47,21 @@ NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; \
 	elif unshare -rn true 2>/dev/null; then echo "unshare -rn"; fi)
 LOOPBACK_ONLY := $(if $(NETNS),$(NETNS) sh -c 'ip link set lo up && exec "$$@"' sh)
 
-## test: create/update the venv, then run the whole test suite (loopback only)
-test: venv system-deps image-base
+## test: create/update the venv, check the import layers, then run the whole test suite (loopback only)
+test: venv system-deps image-base lint-imports
 	$(LOOPBACK_ONLY) $(BIN)/python -m pytest
 
 ## lint: ruff over the code
 lint: venv
 	$(BIN)/ruff check platform operators pipelines tests bench examples
+
+## lint-imports: the import layers of pyproject.toml's [tool.importlinter] (no cycles, no upward imports)
+lint-imports: venv
+	PYTHONPATH=platform:operators:pipelines $(BIN)/lint-imports --no-cache
+
+## typecheck: mypy over mlplane, the operator and the pipelines ([tool.mypy] in pyproject.toml)
+typecheck: venv
+	$(BIN)/mypy
 
 ## schemas: regenerate the committed JSON Schemas, CRDs and the chart's values.schema.json from the models
 schemas: venv
@@ -67,7 +75,7 @@ docs: venv
 	$(BIN)/python -m mlplane.cli.reference
 
 ## check: the pre-commit gate
-check: lint test
+check: lint lint-imports test
 
 # ---------------------------------------------------------------------------- container images
 # images/<name>.Containerfile, tagged as mlplane.images names them (ghcr.io/mlplane/<name>:<version>).

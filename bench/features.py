@@ -35,10 +35,10 @@ import httpx
 import numpy as np
 
 from _results import Report, run_context, write_section
+from mlplane.core.signature import TensorMeta
 from mlplane.features.local import write_repo_config
 from mlplane.features.online import FeatureJoin, OnlineFeatures
 from mlplane.runtime.local.process import free_port
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec import load_dict
 from mlplane.spec.deployment import FeaturesSpec
 from mlplane_pipelines import features as F

@@ -92,6 +92,13 @@ DEPLOYMENTS = {  # name: (model, runtime, batching)
 }
 #: Sent on HTTP inference requests to mlplane's Triton deployments (set once the platform is up).
 TRITON_HTTP: dict[str, str] = {}
+
+
+def triton_http(wanted: bool) -> dict[str, str] | None:
+    """A fresh copy of :data:`TRITON_HTTP` per request: tritonclient's HTTP ``infer`` writes
+    ``Inference-Header-Content-Length`` into the dict it is given, so a shared one would carry a binary
+    request's JSON length into the next JSON request (Triton then parses only that many bytes: 500)."""
+    return dict(TRITON_HTTP) if wanted else None
 ADD_ROW = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 # The bare baseline: what a Triton user writes for the trivial model. The two preambles are not per
 # request: numpy comes from this virtualenv (the backend stub ignores PYTHONPATH), and the message
@@ -245,13 +252,13 @@ class Target:
     def __init__(self, name: str, dep: dict, batched: bool) -> None:
         self.name, self.url, self.batched = name, dep["url"].removeprefix("http://"), batched
         self.inputs = iris_inputs(batched)
-        self.headers = TRITON_HTTP if dep["runtime"] == "triton" else None
+        self.triton = dep["runtime"] == "triton"
 
     def client(self) -> httpclient.InferenceServerClient:
         return httpclient.InferenceServerClient(url=self.url, connection_timeout=30, network_timeout=60)
 
     def infer(self, client: httpclient.InferenceServerClient) -> None:
-        out = client.infer(self.name, self.inputs, headers=self.headers).as_numpy("output-0")
+        out = client.infer(self.name, self.inputs, headers=triton_http(self.triton)).as_numpy("output-0")
         if out is None or out.size != 1:
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
@@ -262,7 +269,7 @@ class AddTarget:
     def __init__(self, label: str, name: str, url: str, grpc: str, proto: str) -> None:
         self.label, self.model, self.proto = label, name, proto
         self.role = "bare" if label.startswith("bare") else "add-t"
-        self.headers = TRITON_HTTP if proto == "http" and self.role != "bare" else None
+        self.triton = proto == "http" and self.role != "bare"
         self.name = f"{label} ({proto})"
         self.lib = httpclient if proto == "http" else grpcclient
         self.address = url if proto == "http" else grpc
@@ -276,7 +283,7 @@ class AddTarget:
         return grpcclient.InferenceServerClient(url=self.address)
 
     def infer(self, client) -> None:
-        out = client.infer(self.model, self.inputs, headers=self.headers).as_numpy("OUTPUT0")
+        out = client.infer(self.model, self.inputs, headers=triton_http(self.triton)).as_numpy("OUTPUT0")
         if out is None or not np.array_equal(out, ADD_ROW + 1):
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
@@ -344,7 +351,7 @@ def tensor_latency(dep: dict, name: str, binary: bool, n: int) -> list[float]:
             inp.set_data_from_numpy(data, binary_data=binary)
             wanted = [httpclient.InferRequestedOutput("output-0", binary_data=binary)]
             result = client.infer(name, [inp], outputs=wanted,
-                                  headers=TRITON_HTTP if dep["runtime"] == "triton" else None)
+                                  headers=triton_http(dep["runtime"] == "triton"))
             reply = result.as_numpy("output-0")
             out.append(time.perf_counter() - t)
             if reply.shape != (1, WIDTH) or not np.allclose(reply, data, rtol=1e-6, atol=0):

@@ -22,8 +22,8 @@ from kubernetes.client.exceptions import ApiException
 from mlplane.k8s.render import DEFAULT_NAMESPACE, ResolvedArtifact, service_account_problem
 from mlplane.k8s.resolve import resolve_served
 from mlplane.registry import ArtifactStoreError, RegistryError, RegistryUnavailable, UnfetchableArtifact
-from mlplane.runtime.triton_repo import TritonRepoError
 from mlplane.spec import ModelDeployment, Platform, SpecError, parse_model_ref
+from mlplane.triton.repository import TritonRepoError
 from mlplane_operator import plan, platform_plan
 from mlplane_operator.config import OperatorConfig
 from mlplane_operator.kube import CHILD_KINDS, Cluster

@@ -2,7 +2,7 @@
 
 KServe's Triton runtime downloads `storageUri` into `/mnt/models` and runs `tritonserver
 --model-store=/mnt/models`, so `storageUri` must be a model repository, not the MLflow model. The
-operator generates one (`mlplane.runtime.triton_repo.cluster_repository`: config.pbtxt, the
+operator generates one (`mlplane.triton.repository.cluster_repository`: config.pbtxt, the
 Python-backend shim and the MLflow model's files) and logs it, packed, with the model version's run
 (see `mlplane.k8s.resolve`)::
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mlplane.runtime.triton_repo import CLUSTER_MODEL_DIR, TritonRepository, cluster_repository
-from mlplane.serving.signature import TensorMeta
+from mlplane.core.signature import TensorMeta
 from mlplane.spec import ModelDeployment
+from mlplane.triton.repository import CLUSTER_MODEL_DIR, TritonRepository, cluster_repository
 
 __all__ = ["TritonRepository", "repository"]
 

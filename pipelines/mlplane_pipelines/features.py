@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlplane_pipelines.iris import FEATURES, Registered, load_data
+from mlplane_pipelines.iris import FEATURES, SKLEARN_REQUIREMENTS, Registered, load_data
 
 if TYPE_CHECKING:
     import feast
@@ -130,27 +130,26 @@ def train_on_features(tracking_uri: str, repo: Path, name: str = "iris-features"
     from sklearn.metrics import accuracy_score
     from sklearn.model_selection import train_test_split
 
+    from mlplane.registry import register_model
+
     fs = store(repo)
     frame = training_frame(fs, labels(base or default_base())).dropna(subset=FEATURES)
     X, y = frame[FEATURES], frame["species"].astype("int64")
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"feast-logreg-C{C}") as run:
-        model = LogisticRegression(C=C, max_iter=500).fit(X_train, y_train)
-        accuracy = float(accuracy_score(y_test, model.predict(X_test)))
-        mlflow.log_params({"model": "LogisticRegression", "C": C, "features": ",".join(FEATURE_REFS),
-                           "rows": len(frame), "feature_store": "feast"})
-        mlflow.log_metric("accuracy", accuracy)
-        info = mlflow.sklearn.log_model(
+    model = LogisticRegression(C=C, max_iter=500).fit(X_train, y_train)
+    accuracy = float(accuracy_score(y_test, model.predict(X_test)))
+    registered = register_model(
+        tracking_uri, name,
+        lambda registered_name: mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(X_train, model.predict(X_train)),
-            registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"],
-        )
-    version = str(info.registered_model_version)
-    if alias:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    return Registered(name=name, version=version, run_id=run.info.run_id, accuracy=accuracy)
+            registered_model_name=registered_name, pip_requirements=SKLEARN_REQUIREMENTS,
+        ),
+        experiment=experiment, run_name=f"feast-logreg-C{C}", alias=alias,
+        params={"model": "LogisticRegression", "C": C, "features": ",".join(FEATURE_REFS), "rows": len(frame),
+                "feature_store": "feast"},
+        metrics={"accuracy": accuracy},
+    )
+    return Registered(name=name, version=registered.version, run_id=registered.run_id, accuracy=accuracy)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ this module in a Kubernetes Job or CronJob (``mlplane render --ingest``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -65,26 +64,22 @@ def run_ingest(source: str, collection: str, *, vector_store_uri: str, tracking_
 def _log_run(tracking_uri: str, experiment: str, source: str, report: IngestReport, settings: IngestSettings,
              index: VectorIndexSpec,
              load_s: float, total_s: float) -> str:
-    import mlflow
+    from mlplane.registry import logged_run
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    # MLflow prints the run's URL on stdout when it ends: keep stdout for our table or JSON.
-    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(
-            run_name=f"{report.collection}-{settings.chunk_size}") as run:
-        mlflow.set_tags({"mlplane.collection": report.collection})
-        mlflow.log_params({
-            "collection": report.collection,
-            "source": source,
-            "chunk_size": settings.chunk_size,
-            "chunk_overlap": settings.chunk_overlap,
-            "embedder": settings.embedder,
-            "index_type": index.type,
-            "metric": index.metric,
-            "index_params": json.dumps(index.build_params(), sort_keys=True),
-        })
-        mlflow.log_metrics({**report.metrics(), "load_s": round(load_s, 3), "total_s": round(total_s, 3)})
-    return run.info.run_id
+    params = {
+        "collection": report.collection,
+        "source": source,
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "embedder": settings.embedder,
+        "index_type": index.type,
+        "metric": index.metric,
+        "index_params": json.dumps(index.build_params(), sort_keys=True),
+    }
+    with logged_run(tracking_uri, experiment, f"{report.collection}-{settings.chunk_size}",
+                    tags={"mlplane.collection": report.collection}, params=params,
+                    metrics={**report.metrics(), "load_s": round(load_s, 3), "total_s": round(total_s, 3)}) as run:
+        return str(run.info.run_id)
 
 
 def last_ingest_params(tracking_uri: str, collection: str, experiment: str = EXPERIMENT) -> dict[str, str]:

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+SKLEARN_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,29 @@ def train_and_register(tracking_uri: str, name: str = "iris", C: float = 1.0, ma
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import train_test_split
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+    from mlplane.registry import register_model
+
     X, y = load_data()
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
-    with mlflow.start_run(run_name=f"logreg-C{C}") as run:
-        model = LogisticRegression(C=C, max_iter=max_iter).fit(X_train, y_train)
-        pred = model.predict(X_test)
-        accuracy = float(accuracy_score(y_test, pred))
-        mlflow.log_params({"model": "LogisticRegression", "C": C, "max_iter": max_iter,
-                           "test_size": 0.3, "dataset": "sklearn.datasets.load_iris"})
-        mlflow.log_metrics({"accuracy": accuracy, "f1_macro": float(f1_score(y_test, pred, average="macro"))})
-        info = mlflow.sklearn.log_model(
+    model = LogisticRegression(C=C, max_iter=max_iter).fit(X_train, y_train)
+    pred = model.predict(X_test)
+    accuracy = float(accuracy_score(y_test, pred))
+    registered = register_model(
+        tracking_uri, name,
+        lambda registered_name: mlflow.sklearn.log_model(
             model,
             name="model",
             signature=infer_signature(X_train, model.predict(X_train)),
-            registered_model_name=name,
+            registered_model_name=registered_name,
             # Naming requirements skips MLflow's slow dependency inference.
-            pip_requirements=["scikit-learn", "pandas", "numpy"],
-        )
-    version = str(info.registered_model_version)
-    if alias:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    return Registered(name=name, version=version, run_id=run.info.run_id, accuracy=accuracy)
+            pip_requirements=SKLEARN_REQUIREMENTS,
+        ),
+        experiment=experiment, run_name=f"logreg-C{C}", alias=alias,
+        params={"model": "LogisticRegression", "C": C, "max_iter": max_iter, "test_size": 0.3,
+                "dataset": "sklearn.datasets.load_iris"},
+        metrics={"accuracy": accuracy, "f1_macro": float(f1_score(y_test, pred, average="macro"))},
+    )
+    return Registered(name=name, version=registered.version, run_id=registered.run_id, accuracy=accuracy)
 
 
 def main(argv: list[str] | None = None) -> None:

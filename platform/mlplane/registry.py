@@ -1,14 +1,22 @@
-"""The MLflow model registry as mlplane uses it: pin references, read signatures, move aliases.
+"""The MLflow model registry as mlplane uses it: register models, pin references, read signatures, move aliases.
 
 What a deployment serves is decided once, in :func:`mlplane.resolution.resolve_model`, which reads the
 registry through :class:`MlflowRegistry`; this module knows MLflow, not runtimes.
+
+Every write (:func:`register_model`, :func:`logged_run`) and every read that goes through MLflow's
+process-wide tracking and registry URIs (fluent runs, ``models:/`` downloads and loads) runs inside
+:func:`tracking`, which sets both URIs for the block and restores them after, one block at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +135,103 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+# --------------------------------------------------------------------------- MLflow's process-wide URIs
+_URIS_LOCK = threading.RLock()  # re-entrant: a tracking() block may call code that opens its own
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow mirrors its globals here for subprocesses
+
+
+@contextlib.contextmanager
+def tracking(uri: str | None) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``uri`` for the block, then restore them.
+
+    ``None`` leaves them as they are (MLflow's defaults, ``$MLFLOW_TRACKING_URI``) but still takes the lock.
+
+    MLflow's fluent API (``mlflow.start_run``, ``log_model``) and its ``models:/`` resolution
+    (``mlflow.artifacts.download_artifacts``, ``mlflow.pyfunc.load_model``, ``get_model_info``) read
+    process-wide URIs, some ignoring a ``tracking_uri=`` argument for ``models:/``. Blocks run one at a time
+    per process (a lock), so threads using different servers do not see each other's URIs.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _URIS_LOCK:
+        saved = (tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in _URI_ENV})
+        try:
+            if uri is not None:
+                tracking_utils.set_tracking_uri(uri)
+                registry_utils.set_registry_uri(uri)
+            yield
+        finally:
+            tracking_utils.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to the default
+            registry_utils._registry_uri = saved[1]  # set_registry_uri(None) would leave the variable set
+            for key, value in saved[2].items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@contextlib.contextmanager
+def logged_run(tracking_uri: str, experiment: str, run_name: str | None = None, *,
+               tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+               metrics: Mapping[str, float] | None = None) -> Iterator[Any]:
+    """An MLflow run in ``experiment`` (created when missing) at ``tracking_uri``, with tags, params and metrics.
+
+    Yields the active run (log more inside the block); MLflow's "view run" lines go to stderr so stdout
+    stays for the caller's table or JSON.
+    """
+    import mlflow
+
+    with tracking(tracking_uri), contextlib.redirect_stdout(sys.stderr):
+        experiment_id = _experiment_id(_client(tracking_uri), experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            if tags:
+                mlflow.set_tags(dict(tags))
+            if params:
+                mlflow.log_params(dict(params))
+            if metrics:
+                mlflow.log_metrics(dict(metrics))
+            yield run
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:  # another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A model version :func:`register_model` created."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+def register_model(tracking_uri: str, name: str, log_model: Callable[[str], Any], *, experiment: str,
+                   run_name: str | None = None, params: Mapping[str, Any] | None = None,
+                   metrics: Mapping[str, float] | None = None, alias: str | None = None) -> Registration:
+    """Log a model in a new run of ``experiment``, register it as ``name`` and point ``alias`` (if any) at it.
+
+    ``log_model(registered_model_name)`` logs the model in the active run with a flavor's ``log_model``
+    (passing ``registered_model_name``) and returns its ``ModelInfo``. Params and metrics go on the run.
+    """
+    with logged_run(tracking_uri, experiment, run_name, params=params, metrics=metrics) as run:
+        info = log_model(name)
+    version = str(info.registered_model_version)
+    if alias:
+        _client(tracking_uri).set_registered_model_alias(name, alias, version)
+    return Registration(name=name, version=version, run_id=run.info.run_id)
+
+
 def resolve(tracking_uri: str, ref: ModelRef) -> Pinned:
     """Pin a reference to the registry version it points at now (storage URIs pass through)."""
     if ref.kind == "uri":
@@ -155,15 +260,13 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
 
 def signature(tracking_uri: str, uri: str) -> Signature:
     """The V2 tensors of a model's MLflow signature, read from its MLmodel file without loading it."""
-    import mlflow
     from mlflow.models import get_model_info
 
-    from mlplane.serving.signature import inputs_from_schema, outputs_from_schema
+    from mlplane.core.signature import inputs_from_schema, outputs_from_schema
 
-    mlflow.set_tracking_uri(tracking_uri)  # get_model_info resolves models:/ URIs through the globals
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        sig = get_model_info(uri).signature
+        with tracking(tracking_uri):  # get_model_info resolves models:/ URIs through the globals
+            sig = get_model_info(uri).signature
     except MlflowException as exc:
         raise RegistryError(f"cannot read the signature of {uri}: {_short(exc)}") from None
     if sig is None:
@@ -243,8 +346,10 @@ class MlflowRegistry:
             content = Path(tmp, "content")
             model_dir = content / archive.model_dir if archive.model_dir else content
             model_dir.parent.mkdir(parents=True, exist_ok=True)
-            downloaded = self._call(where, lambda: mlflow.artifacts.download_artifacts(
-                artifact_uri=archive.source, dst_path=str(Path(tmp, "download")), tracking_uri=self.tracking_uri))
+            with tracking(self.tracking_uri):  # a models:/ source resolves through the global registry URI
+                downloaded = self._call(where, lambda: mlflow.artifacts.download_artifacts(
+                    artifact_uri=archive.source, dst_path=str(Path(tmp, "download")),
+                    tracking_uri=self.tracking_uri))
             Path(downloaded).rename(model_dir)  # the model's own directory (MLmodel at its top)
             for rel, text in archive.files:
                 target = content / rel

@@ -7,7 +7,7 @@ at now and returns what every runtime serves from that version (:class:`Resolved
 - `version`: the registry version ("" for a plain storage URI);
 - `location`: the version's artifact location (MLflow's download URI: `s3://…`, `mlflow-artifacts:/…`);
 - `signature`: the V2 tensors of the MLflow signature, read when the runtime needs them (triton);
-- `triton`: for runtime triton, the model repository (:class:`mlplane.runtime.triton_repo.ModelRepository`:
+- `triton`: for runtime triton, the model repository (:class:`mlplane.triton.repository.ModelRepository`:
   config.pbtxt and the model shim), the same files for both environments.
 
 The runtime is the effective one (`mlplane.spec.effective.effective_runtime`: `spec.runtime`, else the
@@ -23,14 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from mlplane.runtime.triton_repo import ModelRepository, model_repository
 from mlplane.spec import ModelDeployment, ModelRef
 from mlplane.spec.common import Runtime
 from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import Platform
+from mlplane.triton.repository import ModelRepository, model_repository
 
 if TYPE_CHECKING:  # annotations only: the CLI and the local planner import this module without numpy and pandas
-    from mlplane.serving.signature import TensorMeta
+    from mlplane.core.signature import TensorMeta
 
 __all__ = ["NEEDS_SIGNATURE", "Registry", "ResolvedModel", "Signature", "resolve_model"]
 
@@ -83,7 +83,7 @@ def resolve_model(deployment: ModelDeployment, platform: Platform, registry: Reg
     it, it is returned as is, without reading the signature again (the local alias sync).
 
     Raises `mlplane.registry.RegistryError` (and subclasses) when the registry or its artifact store
-    says no, `mlplane.runtime.triton_repo.TritonRepoError` (a `ValueError`) for a signature Triton
+    says no, `mlplane.triton.repository.TritonRepoError` (a `ValueError`) for a signature Triton
     cannot express, and `ValueError` for a registry reference without a registry.
     """
     runtime = effective_runtime(deployment, platform)

@@ -320,7 +320,8 @@ def test_mlflow_with_auth_refuses_anonymous_writes_and_serves_the_chart_users(tm
     objs = objects(render(values))
     secrets = [o for o in objs if o["kind"] == "Secret"]
     assert {(s["metadata"]["name"], s["metadata"]["namespace"]) for s in secrets} == {
-        ("mlplane-mlflow-auth", NAMESPACE), ("mlplane-mlflow-storage", NAMESPACE)}
+        ("mlplane-mlflow-auth", NAMESPACE), ("mlplane-mlflow-storage", NAMESPACE),
+        ("mlplane-mlflow-reader", NAMESPACE), ("mlplane-mlflow-writer", NAMESPACE)}  # the pods' users
     assert all(ADMIN_PW not in str(o) for o in objs if o["kind"] != "Secret")
     argv, env = container_process(objs, secrets)
     assert "--app-name=mlplane-auth" in argv and ADMIN_PW not in " ".join(argv)

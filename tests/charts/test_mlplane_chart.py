@@ -399,5 +399,9 @@ def test_the_operator_accepts_the_settings_the_chart_gives_it(scenario: str) -> 
     # The Platform the chart installs is one the operator accepts, with the values' spec.
     body = find(objs, "Platform", "default")
     platform = platform_plan.parse(body)
+    spec = {**values["platform"]}
+    if values["mlflow"]["auth"]["enabled"]:  # plus the pods' MLflow users (test_mlplane_chart_mlflow_creds.py)
+        spec["tracking"] = {**spec.get("tracking", {}), "credentials": {
+            role: {"secret": f"mlplane-mlflow-{role}"} for role in ("reader", "writer")}}
     assert platform.to_dict()["spec"] == Platform.model_validate(
-        {"metadata": {"name": "default"}, "spec": values["platform"]}).to_dict()["spec"]
+        {"metadata": {"name": "default"}, "spec": spec}).to_dict()["spec"]

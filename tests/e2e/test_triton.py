@@ -80,7 +80,7 @@ def _http(dep: dict) -> str:
 
 
 def infer_batched(dep: dict, rows: np.ndarray, proto: str = "grpc") -> tuple[list[int], str]:
-    """A request to a batching Triton deployment: columns are [n, 1] (see mlplane.runtime.triton_repo)."""
+    """A request to a batching Triton deployment: columns are [n, 1] (see mlplane.triton.repository)."""
     lib = httpclient if proto == "http" else grpcclient
     client = lib.InferenceServerClient(url=_http(dep) if proto == "http" else dep["grpc"])
     inputs = []

@@ -1,6 +1,6 @@
 """mlplane's Triton Python-backend model in a real tritonserver: batches, bad neighbours, outputs.
 
-The repository is the one ``runtime: triton`` generates (:func:`mlplane.runtime.triton_repo.repository_files`:
+The repository is the one ``runtime: triton`` generates (:func:`mlplane.triton.repository.repository_files`:
 config.pbtxt with dynamic batching, the model.py shim, model.json) for MLflow pyfunc models saved here,
 served by the tritonserver of the nvidia-pytriton wheel with mlplane's backend, as the local runtime
 runs it (no MLflow server: model.json names the saved model's directory).
@@ -25,11 +25,11 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from tritonclient.utils import InferenceServerException
 
+from mlplane.core.signature import TensorMeta
 from mlplane.runtime.local.process import free_port
 from mlplane.runtime.local.runtimes import find_triton
-from mlplane.runtime.triton_repo import repository_files
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec.deployment import ModelDeploymentSpec
+from mlplane.triton.repository import repository_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::UserWarning")]
 

@@ -132,8 +132,8 @@ class _Input:
 
 
 def _join(repo, datatypes=("FP64",) * 4, **features):
+    from mlplane.core.signature import TensorMeta
     from mlplane.features.online import FeatureJoin, OnlineFeatures
-    from mlplane.serving.signature import TensorMeta
     from mlplane.spec.deployment import FeaturesSpec
 
     spec = FeaturesSpec.model_validate({"entityKey": "flower_id", "features": F.FEATURE_REFS, **features})

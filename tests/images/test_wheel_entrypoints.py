@@ -18,7 +18,7 @@ import pytest
 
 from mlplane._generated import REPO_ROOT
 from mlplane.k8s.render import DEFAULT_RAY_IMPORT_PATH
-from mlplane.runtime.triton_repo import MODEL_PY
+from mlplane.triton.repository import MODEL_PY
 
 UV = REPO_ROOT / ".venv" / "bin" / "uv"
 

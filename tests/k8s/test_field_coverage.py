@@ -21,12 +21,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from mlplane.core.signature import TensorMeta
 from mlplane.k8s import ResolvedArtifact, render
 from mlplane.k8s.ingest import render_ingest
-from mlplane.runtime.triton_repo import TritonRepoError, cluster_repository
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec import ModelDeployment, Platform, SpecError, load_dict
 from mlplane.spec.common import field_scope
+from mlplane.triton.repository import TritonRepoError, cluster_repository
 
 ARTIFACT = ResolvedArtifact(registry_version="7", storage_uri="s3://mlflow-artifacts/1/abc/artifacts/model")
 INPUTS = [TensorMeta("x", "FP32", (-1, 4))]
@@ -85,7 +85,7 @@ DEPLOYMENT_BASES: dict[str, list[dict[str, Any]]] = {
         {"model": MODEL, "runtime": "triton", "autoscaling": SCALING, "batching": BATCHING,
          "resources": {"gpus": 1, "gpuType": "NVIDIA-L4"}, "rollout": {"allowOutage": False},
          "coldStartSeconds": 900},
-        {"model": MODEL, "runtime": "triton", "rollout": {"canaryTrafficPercent": 10}},
+        {"model": MODEL, "runtime": "triton", "replicas": 2, "rollout": {"allowOutage": True}},
     ],
     "ray": [
         {"model": MODEL, "runtime": "ray", "rag": {}},

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from k8s_schema_helpers import REPO_ROOT, errors, upstream_validator
 
+from mlplane.core.signature import TensorMeta
 from mlplane.k8s import ResolvedArtifact, effective_runtime, render
 from mlplane.k8s.render import rollout_strategy
 from mlplane.k8s.resolve import plan_served
 from mlplane.resolution import Signature, resolve_model
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec import ModelDeployment, ModelRef, Platform
 
 K8S_VERSION = "1.32"

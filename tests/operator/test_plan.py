@@ -8,10 +8,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from mlplane.core.signature import TensorMeta
 from mlplane.k8s.render import ResolvedArtifact
-from mlplane.runtime.triton_repo import TritonRepoError
-from mlplane.serving.signature import TensorMeta
 from mlplane.spec import Platform, SpecError
+from mlplane.triton.repository import TritonRepoError
 from mlplane_operator import plan, platform_plan
 from mlplane_operator.config import ConfigError, OperatorConfig
 from mlplane_operator.plan import Condition

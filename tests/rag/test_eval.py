@@ -48,7 +48,7 @@ def test_eval_logs_comparable_runs_to_mlflow(rag_platform):
         run_ingest(str(CORPUS), f"cmp_{size}", vector_store_uri=rag_platform["milvus"], tracking_uri=tracking,
                    chunk_size=size, chunk_overlap=overlap)
     as_json = mlplane(rag_platform["dir"], "eval", "--collection", "cmp_256", "--qa", str(QA), "--top-k", "3",
-                      "--run-name", "chunks-256", "--json", timeout=600)
+                      "--run-name", "chunks-256", "-o", "json", timeout=600)
     table = mlplane(rag_platform["dir"], "eval", "--collection", "cmp_512", "--qa", str(QA), "--top-k", "3",
                     "--run-name", "chunks-512", timeout=600).stdout
     assert "RECALL@3" in table and "q27" in table and "experiment mlplane-eval" in table

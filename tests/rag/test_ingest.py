@@ -16,7 +16,7 @@ from mlplane.rag.store import VectorStore
 
 
 def _ingest_json(platform, *args: str) -> dict:
-    proc = mlplane(platform["dir"], "ingest", *args, "--json", timeout=600)
+    proc = mlplane(platform["dir"], "ingest", *args, "-o", "json", timeout=600)
     return json.loads(proc.stdout)
 
 

@@ -8,7 +8,8 @@ from platform_helpers import mlplane
 
 from mlplane.rag.ingest import IngestSettings, ingest
 from mlplane.rag.loaders import load_corpus
-from mlplane.rag.store import UnknownCollection, VectorStore, VectorStoreError, vector_store_uri
+from mlplane.rag.store import UnknownCollection, VectorStore, VectorStoreError
+from mlplane.runtime.local.control import vector_store_uri
 from mlplane.spec import Platform
 
 

@@ -90,13 +90,14 @@ def test_a_field_the_pinned_crd_lacks_is_caught() -> None:
 
 
 def test_the_kserve_pair_speaks_the_same_protocol() -> None:
-    """InferenceServices ask for v2, the runtimes declare v2, and the kserve package serves the v2 routes."""
+    """InferenceServices ask for the protocol their runtime declares (v2; Triton's clients grpc-v2 only,
+    docs/triton-limits.md), and the kserve package serves the v2 routes."""
     runtimes = {o["metadata"]["name"]: o for _, o in ALL if o["kind"] == "ClusterServingRuntime"}
     for _, obj in ALL:
         if obj["kind"] == "InferenceService":
             model = obj["spec"]["predictor"]["model"]
-            assert model["protocolVersion"] == "v2"
-            assert "v2" in runtimes[model["runtime"]]["spec"]["protocolVersions"]
+            assert model["protocolVersion"] == {"mlplane-mlflow": "v2", "mlplane-triton": "grpc-v2"}[model["runtime"]]
+            assert model["protocolVersion"] in runtimes[model["runtime"]]["spec"]["protocolVersions"]
             assert model["modelFormat"]["name"] in {f["name"] for f in runtimes[model["runtime"]]["spec"]
                                                     ["supportedModelFormats"]}
     # What `python -m mlplane.serving` mounts, asked in a process of its own (kserve's protobuf module and

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlplane.runtime.local.paths import StatePaths, resolve_state_dir
+from mlplane.core.statedir import resolve_state_dir
+from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
     Endpoint,
     ResolvedModel,

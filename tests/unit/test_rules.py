@@ -36,6 +36,9 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "rollout-not-ray": (
         "spec", md({"runtime": "ray", "rollout": {"allowOutage": True}}),
         md({"runtime": "triton", "rollout": {"allowOutage": True}})),
+    "canary-not-triton": (
+        "spec", md({"runtime": "triton", "rollout": {"canaryTrafficPercent": 10}}),
+        md({"runtime": "kserve", "rollout": {"canaryTrafficPercent": 10}})),
     "rag-needs-ray": ("spec", md({"runtime": "kserve", "rag": {}}), md({"runtime": "ray", "rag": {}})),
     "retrieval-needs-ray": (
         "spec", md({"runtime": "kserve", "retrieval": {"collection": "docs"}}),

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-from mlplane.serving.settings import parse_args
-from mlplane.serving.signature import (
+from mlplane.core.signature import (
     RequestDecoder,
     ResponseEncoder,
     SignatureError,
@@ -20,6 +19,7 @@ from mlplane.serving.signature import (
     numpy_to_v2,
     outputs_from_schema,
 )
+from mlplane.serving.settings import parse_args
 
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 _NP = {
@@ -248,7 +248,7 @@ def _binary_body(header: dict, *chunks: bytes) -> tuple[bytes, int]:
 
 
 def test_split_binary_request_views_the_body_without_copying():
-    from mlplane.serving.signature import split_binary_request
+    from mlplane.core.signature import split_binary_request
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     body, n = _binary_body(
@@ -283,7 +283,7 @@ def test_split_binary_request_views_the_body_without_copying():
     ],
 )
 def test_split_binary_request_rejects_inconsistent_bodies(inputs, payload, message):
-    from mlplane.serving.signature import split_binary_request
+    from mlplane.core.signature import split_binary_request
 
     body, n = _binary_body({"inputs": inputs}, payload)
     with pytest.raises(SignatureError, match=message):
@@ -291,7 +291,7 @@ def test_split_binary_request_rejects_inconsistent_bodies(inputs, payload, messa
 
 
 def test_split_binary_request_rejects_a_bad_header():
-    from mlplane.serving.signature import split_binary_request
+    from mlplane.core.signature import split_binary_request
 
     with pytest.raises(SignatureError, match="not valid JSON"):
         split_binary_request(b'{"inputs": [', 12)

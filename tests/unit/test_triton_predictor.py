@@ -18,7 +18,7 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from mlplane.serving.signature import RequestDecoder
+from mlplane.core.signature import RequestDecoder
 from mlplane.serving.triton_backend import _Input, pyfunc_predictor, quiet_dlpack_capsule_errors
 
 # MLflow's advice when saving these small models (type hints, input examples) is not what they test.

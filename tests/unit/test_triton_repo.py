@@ -1,4 +1,4 @@
-"""The pure Triton model-repository generation of `runtime: triton` (mlplane.runtime.triton_repo)."""
+"""The pure Triton model-repository generation of `runtime: triton` (mlplane.triton.repository)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from mlplane.runtime.triton_repo import (
+from mlplane.core.signature import TensorMeta
+from mlplane.spec.deployment import ModelDeploymentSpec
+from mlplane.triton.repository import (
     MODEL_PY,
     TritonRepoError,
     config_pbtxt,
     repository_files,
     triton_datatype,
 )
-from mlplane.serving.signature import TensorMeta
-from mlplane.spec.deployment import ModelDeploymentSpec
 
 IRIS_IN = [TensorMeta(n, "FP64", (-1,)) for n in ("sepal_length", "sepal_width")]
 IRIS_OUT = [TensorMeta("output-0", "INT64", (-1,))]
@@ -155,8 +155,8 @@ def test_read_only_outputs_are_copied_before_dlpack_export():
 
 
 def test_cluster_repository_loads_the_model_from_its_own_directory():
-    from mlplane.runtime.triton_repo import cluster_repository
     from mlplane.serving.triton_backend import model_location
+    from mlplane.triton.repository import cluster_repository
 
     repo = cluster_repository("iris", "3", IRIS_IN, IRIS_OUT, spec())
     assert repo.model_dir == "iris/3/model" and repo.artifact_path.startswith("triton-repository/3/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlplane.core.signature import SignatureError
 from mlplane.serving.protocol import (
     MAX_JSON_DEPTH,
     RequestTooLarge,
@@ -13,7 +14,6 @@ from mlplane.serving.protocol import (
     parse_json,
     parse_request,
 )
-from mlplane.serving.signature import SignatureError
 
 
 @pytest.mark.parametrize(("datatype", "shape", "expected"), [

@@ -118,6 +118,33 @@ the reader's basic-auth header; KServe turns it into the `<host>-headers` variab
 {{- include "mlplane.componentName" (dict "root" . "suffix" "mlflow-storage") }}
 {{- end }}
 
+{{/* The MLflow users of the pods mlplane renders (mlflow.auth), one Secret each (type kubernetes.io/basic-auth,
+keys `username`, `password`) in every serving namespace: the reader for RayService pods, the writer for
+ingestion Jobs. The release Platform names them in spec.tracking.credentials. */}}
+{{- define "mlplane.mlflowReaderSecretName" -}}
+{{- include "mlplane.componentName" (dict "root" . "suffix" "mlflow-reader") }}
+{{- end }}
+
+{{- define "mlplane.mlflowWriterSecretName" -}}
+{{- include "mlplane.componentName" (dict "root" . "suffix" "mlflow-writer") }}
+{{- end }}
+
+{{/* The release Platform's spec (JSON): the `platform:` value, plus, with mlflow.auth on and the chart's MLflow
+as tracking server (tracking.mode not external), spec.tracking.credentials naming the reader and writer
+Secrets — unless the value sets tracking.credentials itself. */}}
+{{- define "mlplane.platformSpec" -}}
+{{- $spec := deepCopy (.Values.platform | default dict) }}
+{{- $tracking := get $spec "tracking" | default dict }}
+{{- if and .Values.mlflow.auth.enabled (ne (get $tracking "mode" | default "embedded") "external") (not (hasKey $tracking "credentials")) }}
+{{- $keys := dict "usernameKey" "username" "passwordKey" "password" }}
+{{- $reader := merge (dict "secret" (include "mlplane.mlflowReaderSecretName" .)) $keys }}
+{{- $writer := merge (dict "secret" (include "mlplane.mlflowWriterSecretName" .)) (deepCopy $keys) }}
+{{- $_ := set $tracking "credentials" (dict "reader" $reader "writer" $writer) }}
+{{- $_ = set $spec "tracking" $tracking }}
+{{- end }}
+{{- toJson $spec }}
+{{- end }}
+
 {{- define "mlplane.mlflowHost" -}}
 {{- printf "%s.%s.svc" (include "mlplane.componentName" (dict "root" . "suffix" "mlflow")) .Release.Namespace }}
 {{- end }}
@@ -175,8 +202,8 @@ seccompProfile:
 {{- if and $auth.enabled (not $auth.existingSecret) (not $auth.adminPassword) }}
 {{- fail "mlflow.auth.enabled needs the admin's password: set mlflow.auth.adminPassword (12 characters or more) or mlflow.auth.existingSecret (a Secret with keys admin-username, admin-password)" }}
 {{- end }}
-{{- if and $auth.enabled (not $auth.existingSecret) (eq $a.type "pvc") (not $auth.readerPassword) }}
-{{- fail "mlflow.auth.enabled with mlflow.artifactStore.type pvc needs the reader's password (KServe's storage initializer downloads models from MLflow as the reader): set mlflow.auth.readerPassword (12 characters or more)" }}
+{{- if and $auth.enabled (not $auth.existingSecret) (not $auth.readerPassword) }}
+{{- fail "mlflow.auth.enabled needs the reader's password (KServe's storage initializer and the RayService pods read models from MLflow as the reader): set mlflow.auth.readerPassword (12 characters or more), or mlflow.auth.existingSecret" }}
 {{- end }}
 {{- if and $auth.enabled (not $auth.existingSecret) (eq $auth.adminUsername $auth.readerUsername) }}
 {{- fail "mlflow.auth.readerUsername must differ from mlflow.auth.adminUsername" }}

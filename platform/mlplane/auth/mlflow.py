@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlplane.auth.mlflow_app import ADMIN_PASSWORD_ENV, ADMIN_USERNAME_ENV, APP_NAME
+from mlplane.core.statedir import resolve_state_dir
 
 __all__ = [
     "ADMIN_USERNAME",
@@ -167,8 +168,6 @@ def use_platform_credentials(state_dir: Path | None = None, environ: MutableMapp
     only for the platform's own MLflow. Returns what was put in, or None when the platform has none
     (auth off).
     """
-    from mlplane.runtime.local.paths import resolve_state_dir
-
     target = os.environ if environ is None else environ
     creds = read_credentials(resolve_state_dir(state_dir))
     if creds is not None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import typer
 import yaml
-from rich.console import Console
 
+from mlplane.cli.toolkit import EXIT_INPUT, EXIT_RUNTIME, fail, out
 from mlplane.k8s import helm_plan, versions
 from mlplane.k8s.helm_plan import ReleaseStep, UnknownComponentError, ValuesFileError
 
@@ -28,9 +28,6 @@ app = typer.Typer(
     "embedded Helm engine, in phases; see docs/kubernetes.md.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
-
 ContextOpt = typer.Option(None, "--kube-context", help="kubeconfig context (default: the current one).")
 NamespaceOpt = typer.Option(helm_plan.DEFAULT_NAMESPACE, "--namespace", "-n", help="Namespace of the releases.")
 ValuesOpt = typer.Option(None, "--values", "-f", help="Values file for the mlplane chart (YAML).")
@@ -52,7 +49,7 @@ DeleteCrdsOpt = typer.Option(False, "--delete-crds",
 class ClusterError(Exception):
     """A failed cluster action; `code` is the CLI's exit code (2: bad input)."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = EXIT_RUNTIME) -> None:
         super().__init__(message)
         self.code = code
 
@@ -61,24 +58,19 @@ def say(message: str) -> None:
     out.print(message, highlight=False, soft_wrap=True)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
         yield
     except ClusterError as exc:
-        raise _fail(str(exc), exc.code) from None
+        raise fail(str(exc), exc.code) from None
 
 
 def _load_values(values_file: Path | None) -> dict[str, Any]:
     try:
         return helm_plan.load_values(values_file) if values_file else {}
     except ValuesFileError as exc:
-        raise ClusterError(str(exc), 2) from None
+        raise ClusterError(str(exc), EXIT_INPUT) from None
 
 
 # --------------------------------------------------------------------------- executor
@@ -119,9 +111,9 @@ class HelmExecutor:
             with self.helm.Chart.load(str(step.chart)) as chart:
                 chart.render(dict(step.values), name=step.release, namespace=step.namespace, is_install=True)
         except self.helm.HelmChartLoadError as exc:
-            raise ClusterError(f"cannot load the chart {step.chart}: {exc} (set --charts-dir)", 2) from None
+            raise ClusterError(f"cannot load the chart {step.chart}: {exc} (set --charts-dir)", EXIT_INPUT) from None
         except self.helm.HelmError as exc:
-            raise ClusterError(f"values for {step.release} are invalid: {exc}".strip(), 2) from None
+            raise ClusterError(f"values for {step.release} are invalid: {exc}".strip(), EXIT_INPUT) from None
 
     def render_local(self, step: ReleaseStep) -> dict[str, Any]:
         """What a dry run shows for mlplane's own charts: the release rendered client-side."""
@@ -206,7 +198,7 @@ def _plan(values_file: Path | None, namespace: str, charts_dir: Path | None, ski
         return helm_plan.install_plan(_load_values(values_file), namespace=namespace, charts_dir=charts_dir,
                                       skip=skip, include=include)
     except (ValuesFileError, UnknownComponentError) as exc:
-        raise ClusterError(str(exc), 2) from None
+        raise ClusterError(str(exc), EXIT_INPUT) from None
 
 
 def _run_install(upgrade: bool, kube_context: str | None, namespace: str, values_file: Path | None, dry_run: bool,
@@ -279,7 +271,7 @@ def uninstall(kube_context: str | None = ContextOpt, namespace: str = NamespaceO
             plan = helm_plan.uninstall_plan(namespace=namespace, charts_dir=charts_dir, skip=skip, include=include,
                                             delete_crds=delete_crds)
         except UnknownComponentError as exc:
-            raise ClusterError(str(exc), 2) from None
+            raise ClusterError(str(exc), EXIT_INPUT) from None
         kept = helm_plan.kept_crds(delete_crds)
         if dry_run:
             for step in plan:

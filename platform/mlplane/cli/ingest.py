@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mlplane.cli.toolkit import EXIT_RUNTIME, Output, OutputOpt, StateDirOpt, emit, err, fail, out
+from mlplane.core.statedir import resolve_state_dir
 from mlplane.runtime.local import control
-from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
+from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec import Platform, SpecError, load_file
 
-out = Console()
-err = Console(stderr=True)
-
-StateDirOpt = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
-                           help="Platform state directory (default: ./.mlplane).")
 PlatformOpt = typer.Option(None, "--platform",
                            help="Platform spec (YAML): vector store, index and collection settings "
                                 "(default: the running platform's).")
 CollectionOpt = typer.Option(..., "--collection", "-c", help="Vector store collection.")
-JsonOpt = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _platform(state_dir: Path | None, platform_file: Path | None) -> Platform:
@@ -40,20 +29,20 @@ def _platform(state_dir: Path | None, platform_file: Path | None) -> Platform:
     try:
         platforms = [d for d in load_file(file) if isinstance(d, Platform)]
     except SpecError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc)) from None
     if len(platforms) != 1:
-        raise _fail(f"--platform {file}: expected one Platform document, found {len(platforms)}", 2)
+        raise fail(f"--platform {file}: expected one Platform document, found {len(platforms)}")
     return platforms[0]
 
 
 def _uris(state_dir: Path | None, platform: Platform) -> tuple[str, str | None]:
     """``(vector store URI, MLflow tracking URI or None)`` of the platform."""
-    from mlplane.rag.store import VectorStoreError, vector_store_uri
+    from mlplane.rag.store import VectorStoreError  # needs pymilvus, the `vector` extra
 
     try:
-        vector_uri = vector_store_uri(state_dir, platform)
+        vector_uri = control.vector_store_uri(state_dir, platform)
     except VectorStoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     tracking = platform.spec.tracking
     if tracking.mode == "external":
         return vector_uri, tracking.uri
@@ -71,7 +60,7 @@ def _collection_name(name: str) -> str:
     try:
         return check_collection_name(name)
     except ValueError as exc:
-        raise _fail(f"--collection: got '{name}'; {exc}", 2) from None
+        raise fail(f"--collection: got '{name}'; {exc}") from None
 
 
 def ingest(
@@ -84,7 +73,7 @@ def ingest(
                                              "(default: the collection's chunkOverlap, else 64)."),
     state_dir: Path | None = StateDirOpt,
     platform_file: Path | None = PlatformOpt,
-    as_json: bool = JsonOpt,
+    output: Output = OutputOpt,
 ) -> None:
     """Load, chunk, embed and upsert documents into a collection; log the run to MLflow (mlplane-ingest).
 
@@ -101,7 +90,7 @@ def ingest(
     declared = platform.spec.vector_store.collection(collection)
     source = str(path) if path is not None else (declared.source if declared else None)
     if source is None:
-        raise _fail(f"give a PATH to ingest: collection '{collection}' is not in the Platform's "
+        raise fail(f"give a PATH to ingest: collection '{collection}' is not in the Platform's "
                     "spec.vectorStore.collections", 2)
     size = chunk_size if chunk_size is not None else (declared.chunk_size if declared else 512)
     overlap = chunk_overlap if chunk_overlap is not None else (declared.chunk_overlap if declared else 64)
@@ -109,9 +98,9 @@ def ingest(
         check_sizes(size, overlap)
         load_corpus(source)  # fails fast on a missing path or an empty corpus, before the embedder loads
     except ChunkingError as exc:
-        raise _fail(f"--chunk-size/--chunk-overlap: {exc}", 2) from None
+        raise fail(f"--chunk-size/--chunk-overlap: {exc}") from None
     except CorpusError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc)) from None
     vector_uri, tracking_uri = _uris(state_dir, platform)
     store = platform.spec.vector_store
     try:
@@ -120,12 +109,12 @@ def ingest(
                                 chunk_size=size, chunk_overlap=overlap, index=store.index,
                                 embedding_model=store.embedding_model)
     except (CorpusError, ChunkingError) as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc)) from None
     except VectorStoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     r = result.report
-    if as_json:
-        out.print_json(json.dumps({"runId": result.run_id, "embedder": result.embedder, **r.__dict__}))
+    if output is not Output.table:
+        emit({"runId": result.run_id, "embedder": result.embedder, **r.__dict__}, output)
         return
     t = Table(title=f"Ingested {source} into '{collection}' (chunks of {size}, overlap {overlap})",
               title_justify="left")
@@ -152,7 +141,7 @@ def rag_eval(
     run_name: str | None = typer.Option(None, "--run-name", help="MLflow run name (default: COLLECTION-topK)."),
     state_dir: Path | None = StateDirOpt,
     platform_file: Path | None = PlatformOpt,
-    as_json: bool = JsonOpt,
+    output: Output = OutputOpt,
 ) -> None:
     """Score retrieval (recall@k, MRR) and extractive answers (token F1, citation accuracy) on a question set.
 
@@ -168,32 +157,31 @@ def rag_eval(
     try:
         questions = load_qa(qa)
     except QAError as exc:
-        raise _fail(f"--qa: {exc}", 2) from None
+        raise fail(f"--qa: {exc}") from None
     platform = _platform(state_dir, platform_file)
     vector_uri, tracking_uri = _uris(state_dir, platform)
     store = VectorStore(vector_uri, platform.spec.vector_store.index)
     try:
         existing = store.collections()
         if collection not in existing:
-            raise _fail(str(UnknownCollection(collection, existing)), 2)
+            raise fail(str(UnknownCollection(collection, existing)))
         ingested = last_ingest_params(tracking_uri, collection) if tracking_uri else {}
         params = _chunk_params(collection, ingested, chunk_size, chunk_overlap)
         embedder = load_embedder(platform.spec.vector_store.embedding_model, tracking_uri)
         with err.status(f"Evaluating '{collection}' on {len(questions)} questions…"):
             report = evaluate(store, embedder, collection, questions, top_k)
     except UnknownCollection as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc)) from None
     except VectorStoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     finally:
         store.close()
     run_id = ""
     if tracking_uri:
         run_id = log_to_mlflow(report, tracking_uri, {**params, "embedder": embedder.source, "qa": str(qa),
                                                       "answerer": "extractive"}, run_name)
-    if as_json:
-        out.print_json(json.dumps({"runId": run_id, **report.metrics(),
-                                   "results": [r.__dict__ for r in report.results]}))
+    if output is not Output.table:
+        emit({"runId": run_id, **report.metrics(), "results": [r.__dict__ for r in report.results]}, output)
         return
     _print_report(report, params, run_id, tracking_uri)
 
@@ -206,7 +194,7 @@ def _chunk_params(collection: str, ingested: dict[str, str], chunk_size: int | N
                                                                           chunk_overlap)):
         known = ingested.get(key)
         if given is not None and known is not None and str(given) != known:
-            raise _fail(f"{flag}: got {given}, but collection '{collection}' was last ingested with {known}; "
+            raise fail(f"{flag}: got {given}, but collection '{collection}' was last ingested with {known}; "
                         f"re-ingest it with {flag} {given} or evaluate another collection", 2)
         value = given if given is not None else known
         if value is not None:
@@ -236,9 +224,9 @@ def render_ingest_objects(collection: str, platform_file: Path | None) -> list[d
     from mlplane.k8s.ingest import IngestRenderError, render_ingest
 
     if platform_file is None:
-        raise _fail("--ingest needs --platform FILE: the Platform that declares the collection", 2)
+        raise fail("--ingest needs --platform FILE: the Platform that declares the collection")
     platform = _platform(None, platform_file)
     try:
         return render_ingest(platform, collection)
     except IngestRenderError as exc:
-        raise _fail(f"{platform_file}: {exc}", 2) from None
+        raise fail(f"{platform_file}: {exc}") from None

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import enum
-import json
 import math
-import sys
 from pathlib import Path
 
 import typer
-import yaml
-from rich.console import Console
 from rich.table import Table
 
 from mlplane.auth import KeyStore, KeyStoreError, RateLimit
-from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
+from mlplane.cli.toolkit import EXIT_RUNTIME, Output, StateDirOpt, emit, emit_manifests, err, fail, out, output_option
+from mlplane.core.statedir import resolve_state_dir
+from mlplane.runtime.local.paths import StatePaths
 
 keys_app = typer.Typer(
     name="keys",
@@ -22,26 +19,10 @@ keys_app = typer.Typer(
     "is true). The key file keeps hashes only; running servers pick up changes on their next request.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
-
-StateDirOpt = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
-                           help="Platform state directory (default: ./.mlplane).")
-
-
-class Output(enum.StrEnum):
-    table = "table"
-    yaml = "yaml"
-    json = "json"
 
 
 def _store(state_dir: Path | None) -> KeyStore:
     return KeyStore(StatePaths(resolve_state_dir(state_dir)).auth_keys_file)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _limit_text(limit: dict | None) -> str:
@@ -61,17 +42,17 @@ def create(
     limit = None
     if rps is not None or burst is not None:
         if rps is None:
-            raise _fail("--burst needs --rps (a key's limit is both)")
+            raise fail("--burst needs --rps (a key's limit is both)")
         if not rps > 0:
-            raise _fail(f"--rps: got {rps:g}; expected a number > 0")
+            raise fail(f"--rps: got {rps:g}; expected a number > 0")
         burst = burst if burst is not None else max(1, math.ceil(rps))
         if burst < 1:
-            raise _fail(f"--burst: got {burst}; expected an integer >= 1")
+            raise fail(f"--burst: got {burst}; expected an integer >= 1")
         limit = RateLimit(rps, burst)
     try:
         record, key = _store(state_dir).create(name, limit)
     except KeyStoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     err.print(f"Created key [bold]{record.name}[/] (id {record.id}, rate limit "
               f"{_limit_text(record.public()['rateLimit'])}). Store it now; it is not shown again:", highlight=False)
     print(key)
@@ -80,18 +61,15 @@ def create(
 @keys_app.command("list")
 def list_keys(
     state_dir: Path | None = StateDirOpt,
-    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+    output: Output = output_option(),
 ) -> None:
     """List keys: id, name, created, revoked, rate limit (never the keys or their hashes)."""
     try:
         records = [r.public() for r in _store(state_dir).list()]
     except KeyStoreError as exc:
-        raise _fail(str(exc), 1) from None
-    if output is Output.json:
-        out.print_json(json.dumps(records))
-        return
-    if output is Output.yaml:
-        out.print(yaml.safe_dump(records, sort_keys=False), end="", highlight=False)
+        raise fail(str(exc), EXIT_RUNTIME) from None
+    if output is not Output.table:
+        emit(records, output)
         return
     if not records:
         out.print("No API keys yet: [bold]mlplane keys create NAME[/]")
@@ -114,7 +92,7 @@ def revoke(
     try:
         record, changed = _store(state_dir).revoke(key)
     except KeyStoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     state = "revoked" if changed else f"was already revoked at {record.revoked}"
     out.print(f"Key {record.id} ({record.name}) {state}.", highlight=False)
 
@@ -124,7 +102,7 @@ def secret(
     name: str = typer.Option("mlplane-api-keys", help="Secret name."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Secret namespace."),
     state_dir: Path | None = StateDirOpt,
-    output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format (yaml or json)."),
+    output: Output = output_option(Output.yaml),
 ) -> None:
     """Print the keys as a Kubernetes Secret (hashes only) for model servers in a cluster: pipe it to
     `kubectl apply -f -`; servers mount it at /etc/mlplane/auth and re-read it when it changes.
@@ -134,8 +112,5 @@ def secret(
     try:
         obj = keys_secret(_store(state_dir).list(), name, namespace)
     except KeyStoreError as exc:
-        raise _fail(str(exc), 1) from None
-    if output is Output.json:
-        out.print_json(json.dumps(obj))
-    else:
-        sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
+        raise fail(str(exc), EXIT_RUNTIME) from None
+    emit_manifests(obj, output)

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-import enum
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
-from rich.console import Console
 from rich.table import Table
 
 from mlplane import __version__
 from mlplane.cli import ingest as rag_cli
 from mlplane.cli.cluster import app as cluster_app
 from mlplane.cli.keys import keys_app
+from mlplane.cli.toolkit import (
+    EXIT_RUNTIME,
+    Output,
+    OutputOpt,
+    StateDirOpt,
+    emit,
+    emit_manifests,
+    err,
+    fail,
+    out,
+    output_option,
+)
+from mlplane.core.statedir import STATE_DIR_ENV, resolve_state_dir
 from mlplane.runtime.local import control
-from mlplane.runtime.local.paths import STATE_DIR_ENV, StatePaths, resolve_state_dir
+from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec import API_VERSION, ModelDeployment, Platform, SpecError, dump_yaml, load_dict, load_file
 
 app = typer.Typer(
@@ -34,24 +43,6 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(cluster_app, name="cluster")
-out = Console()
-err = Console(stderr=True)
-
-
-class Output(enum.StrEnum):
-    table = "table"
-    yaml = "yaml"
-    json = "json"
-
-
-StateDirOpt = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
-                           help="Platform state directory (default: ./.mlplane).")
-OutputOpt = typer.Option(Output.table, "--output", "-o", help="Output format.")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _paths(state_dir: Path | None) -> StatePaths:
@@ -62,23 +53,14 @@ def _load(file: Path) -> list[Any]:
     try:
         return load_file(file)
     except SpecError as exc:
-        raise _fail(str(exc), 2) from None
-
-
-def _emit(data: Any, output: Output, table: Table | None = None) -> None:
-    if output is Output.json:
-        out.print_json(json.dumps(data, default=str))
-    elif output is Output.yaml:
-        out.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
-    elif table is not None:
-        out.print(table)
+        raise fail(str(exc)) from None
 
 
 def _call(paths: StatePaths, op: str, **fields: Any) -> Any:
     try:
         return control.request(paths, op, **fields)
     except control.ControlError as exc:
-        raise _fail(str(exc), exc.code) from None
+        raise fail(str(exc), exc.code) from None
 
 
 def _deployments_table(deps: dict[str, dict[str, Any]]) -> Table:
@@ -118,7 +100,7 @@ def validate(
     """
     docs = _load(file)
     if output is not Output.table:
-        _emit([d.to_dict() for d in docs], output)
+        emit([d.to_dict() for d in docs], output)
         return
     kinds = ", ".join(f"{d.kind} '{d.metadata.name}'" for d in docs)
     out.print(f"[green]valid[/]: {file} ({kinds})", highlight=False)
@@ -146,12 +128,12 @@ def up(
         docs = _load(file)
         platforms = [d for d in docs if isinstance(d, Platform)]
         if len(platforms) != 1:
-            raise _fail(f"{file}: expected exactly one Platform document, found {len(platforms)}", 2)
+            raise fail(f"{file}: expected exactly one Platform document, found {len(platforms)}")
         platform = platforms[0]
     pid = control.running_supervisor(paths)
     if pid:
-        raise _fail(f"a platform is already running on {paths.root} (supervisor pid {pid}); "
-                    "run `mlplane down` first or pass another --state-dir")
+        raise fail(f"a platform is already running on {paths.root} (supervisor pid {pid}); "
+                    "run `mlplane down` first or pass another --state-dir", EXIT_RUNTIME)
     problems: list[str] = []
     if reset_state:
         for moved in control.reset_state(paths):
@@ -165,7 +147,7 @@ def up(
     for problem in problems:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
     if output is not Output.table:
-        _emit(state, output)
+        emit(state, output)
         return
     _print_summary(state)
     for name, why in (state.get("restoreErrors") or {}).items():
@@ -192,10 +174,10 @@ def _wait_up(paths: StatePaths, proc: Any, timeout: float) -> dict[str, Any]:
                 return state
             if proc.poll() is not None:
                 why = state.get("error") or f"the supervisor exited with code {proc.returncode}"
-                raise _fail(f"the platform did not start: {why} (log: {paths.log_file('supervisor')})")
+                raise fail(f"the platform did not start: {why} (log: {paths.log_file('supervisor')})", EXIT_RUNTIME)
             if time.monotonic() > deadline:
                 control.stop_platform(paths)
-                raise _fail(f"the platform was not ready after {timeout:.0f}s; see {paths.logs}")
+                raise fail(f"the platform was not ready after {timeout:.0f}s; see {paths.logs}", EXIT_RUNTIME)
             time.sleep(0.3)
 
 
@@ -248,14 +230,14 @@ def status(state_dir: Path | None = StateDirOpt, output: Output = OutputOpt) -> 
         err.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
     pid = control.running_supervisor(paths)
     if pid and state is None and problems:
-        raise _fail(f"the supervisor (pid {pid}) runs on {paths.root} but its state file was unusable; it writes a "
-                    "new one within a second: run `mlplane status` again")
+        raise fail(f"the supervisor (pid {pid}) runs on {paths.root} but its state file was unusable; it writes a "
+                    "new one within a second: run `mlplane status` again", EXIT_RUNTIME)
     if not pid or state is None:
         if output is not Output.table:
-            _emit({"phase": "stopped", "stateDir": str(paths.root)}, output)
-        raise _fail(f"no platform is running on {paths.root}; start one with `mlplane up`")
+            emit({"phase": "stopped", "stateDir": str(paths.root)}, output)
+        raise fail(f"no platform is running on {paths.root}; start one with `mlplane up`", EXIT_RUNTIME)
     if output is not Output.table:
-        _emit(state, output)
+        emit(state, output)
         return
     _print_summary(state)
     t = Table(title="Components", title_justify="left")
@@ -287,11 +269,11 @@ def deploy(
     paths = _paths(state_dir)
     if file is not None:
         if name or model:
-            raise _fail("give either -f FILE or NAME --model URI, not both", 2)
+            raise fail("give either -f FILE or NAME --model URI, not both")
         docs = _load(file)
         deployments = [d for d in docs if isinstance(d, ModelDeployment)]
         if not deployments:
-            raise _fail(f"{file}: no ModelDeployment document in it", 2)
+            raise fail(f"{file}: no ModelDeployment document in it")
         sources = [(d, str(file)) for d in deployments]
     elif name and model:
         data = {"apiVersion": API_VERSION, "kind": "ModelDeployment",
@@ -300,15 +282,15 @@ def deploy(
         try:
             sources = [(load_dict(data, source="command line"), "command line")]
         except SpecError as exc:
-            raise _fail(str(exc), 2) from None
+            raise fail(str(exc)) from None
     else:
-        raise _fail("nothing to deploy: pass -f FILE, or NAME and --model URI", 2)
+        raise fail("nothing to deploy: pass -f FILE, or NAME and --model URI")
     results = []
     for dep, source in sources:
         with err.status(f"Deploying {dep.metadata.name} ({dep.spec.model})…"):
             results.append(_call(paths, "deploy", yaml=dump_yaml([dep]), source=source))
     if output is not Output.table:
-        _emit(results, output)
+        emit(results, output)
         return
     out.print(_deployments_table({r["name"]: r for r in results}))
 
@@ -332,11 +314,11 @@ def promote(
     loads the new version next to the old one, switches, then drops the old one — no failed requests.
     """
     if not to_version.isdigit() or int(to_version) < 1:
-        raise _fail(f"--version: got {to_version!r}; expected a positive integer registry version", 2)
+        raise fail(f"--version: got {to_version!r}; expected a positive integer registry version")
     with err.status(f"Promoting {name} to version {to_version}…"):
         result = _call(_paths(state_dir), "promote", name=name, version=to_version)
     if output is not Output.table:
-        _emit(result, output)
+        emit(result, output)
         return
     out.print(f"{name}: version {result.get('previousVersion')} → {result.get('servedVersion')} "
               f"({result.get('model')})", highlight=False)
@@ -361,7 +343,7 @@ def render(
         10.0, "--registry-timeout", min=0.1,
         help="Seconds each MLflow call may take before render gives up (no retries)."),
     state_dir: Path | None = StateDirOpt,
-    output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format (yaml or json)."),
+    output: Output = output_option(Output.yaml),
 ) -> None:
     """Print the Kubernetes objects for deployments: exactly what the operator applies (less its owner references).
 
@@ -377,22 +359,22 @@ def render(
     from mlplane import registry
     from mlplane.k8s import render as render_objects
     from mlplane.k8s.resolve import in_cluster, resolve_served
-    from mlplane.runtime.triton_repo import TritonRepoError
+    from mlplane.triton.repository import TritonRepoError
 
     if ingest is not None:
         objects = rag_cli.render_ingest_objects(ingest, platform_file)
-        _print_objects(objects, output)
+        emit_manifests(objects, output)
         return
     if file is None:
-        raise _fail("give --file (deployments) or --ingest COLLECTION --platform FILE", 2)
+        raise fail("give --file (deployments) or --ingest COLLECTION --platform FILE")
     docs = _load(file)
     platforms = [d for d in (_load(platform_file) if platform_file else docs) if isinstance(d, Platform)]
     if len(platforms) > 1:
-        raise _fail("more than one Platform document given; keep one", 2)
+        raise fail("more than one Platform document given; keep one")
     platform = platforms[0] if platforms else Platform.default()
     deployments = [d for d in docs if isinstance(d, ModelDeployment)]
     if not deployments:
-        raise _fail(f"{file}: no ModelDeployment document in it", 2)
+        raise fail(f"{file}: no ModelDeployment document in it")
     objects: list[dict[str, Any]] = []
     state = control.read_state(_paths(state_dir)) or {}
     for dep in deployments:
@@ -404,20 +386,20 @@ def render(
 
                 use_platform_credentials(state_dir)
             if not uri:
-                raise _fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
-                            "set MLFLOW_TRACKING_URI, or run `mlplane up`")
+                raise fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
+                            "set MLFLOW_TRACKING_URI, or run `mlplane up`", EXIT_RUNTIME)
         registry.bound_requests(registry_timeout)
         client = registry.MlflowRegistry(uri) if uri else None
         cluster_platform = in_cluster(platform, uri)  # the pods reach MLflow where render resolved (the operator's)
         try:
             resolution = resolve_served(dep, cluster_platform, client, write=False)
         except (registry.UnfetchableArtifact, TritonRepoError) as exc:
-            raise _fail(f"{dep.metadata.name}: {exc}", 2) from None
+            raise fail(f"{dep.metadata.name}: {exc}") from None
         except registry.RegistryUnavailable as exc:
-            raise _fail(f"MLflow at {uri} did not answer within {registry_timeout:g}s: {exc}; check that the URI is "
-                        "right and MLflow runs (or raise --registry-timeout)") from None
+            raise fail(f"MLflow at {uri} did not answer within {registry_timeout:g}s: {exc}; check that the URI is "
+                        "right and MLflow runs (or raise --registry-timeout)", EXIT_RUNTIME) from None
         except registry.RegistryError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc), EXIT_RUNTIME) from None
         if resolution.note:
             err.print(f"note: {dep.metadata.name}: {resolution.note}", highlight=False, soft_wrap=True)
         measured = (state.get("deployments", {}).get(dep.metadata.name) or {}).get("coldStartSeconds")
@@ -425,15 +407,8 @@ def render(
             objects += render_objects(dep, cluster_platform, resolution.artifact, gpu_headroom=gpu_headroom,
                                       measured_cold_start_seconds=measured)
         except ValueError as exc:  # e.g. spec.features on a platform whose feature store cannot serve them
-            raise _fail(str(exc), 2) from None
-    _print_objects(objects, output)
-
-
-def _print_objects(objects: list[dict[str, Any]], output: Output) -> None:
-    if output is Output.json:
-        out.print_json(json.dumps(objects))
-    else:
-        sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+            raise fail(str(exc)) from None
+    emit_manifests(objects, output)
 
 
 @app.command("env")
@@ -455,7 +430,7 @@ def env_command(state_dir: Path | None = StateDirOpt) -> None:
     if creds is not None:
         values.update(creds.env())
     if not values:
-        raise _fail(f"no platform in {paths.root}: run `mlplane up` first")
+        raise fail(f"no platform in {paths.root}: run `mlplane up` first", EXIT_RUNTIME)
     if sys.stdout.isatty() and PASSWORD_ENV in values:
         values[PASSWORD_ENV] = "********"
         err.print('note: the password is masked on a terminal; run `eval "$(mlplane env)"`', highlight=False)
@@ -474,7 +449,7 @@ def logs(
     path = paths.log_file(component)
     if not path.exists():
         known = sorted(p.stem for p in paths.logs.glob("*.log")) if paths.logs.exists() else []
-        raise _fail(f"no log for '{component}' in {paths.logs} (known: {', '.join(known) or 'none'})")
+        raise fail(f"no log for '{component}' in {paths.logs} (known: {', '.join(known) or 'none'})", EXIT_RUNTIME)
     with path.open("r", errors="replace") as f:
         for line in f.readlines()[-lines:]:
             sys.stdout.write(line)

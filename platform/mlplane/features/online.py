@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplane.serving.signature import SignatureError, TensorMeta, V2Input, v2_to_numpy
+from mlplane.core.signature import SignatureError, TensorMeta, V2Input, v2_to_numpy
 from mlplane.spec.deployment import FeaturesSpec
 
 __all__ = ["EntityNotFound", "FeatureJoin", "FeatureLookupError", "OnlineFeatures", "parse_features"]
@@ -62,7 +62,7 @@ def _python(value: Any) -> Any:
 
 
 class _Column:
-    """A V2 input built from fetched features (satisfies :class:`~mlplane.serving.signature.V2Input`)."""
+    """A V2 input built from fetched features (satisfies :class:`~mlplane.core.signature.V2Input`)."""
 
     __slots__ = ("array", "datatype", "name", "shape")
 

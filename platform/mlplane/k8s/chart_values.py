@@ -140,18 +140,22 @@ Username = Annotated[str, Field(pattern=r"^[^:\s]+$")]  # HTTP basic auth: no ':
 class MlflowAuth(Values):
     enabled: bool = Field(default=False, description=(
         "MLflow behind HTTP basic auth (`mlflow server --app-name mlplane-auth`): every call but /health needs a "
-        "user. The operator uses the admin; KServe's storage initializer downloads proxied artifacts as the reader."))
+        "user. The operator and ingestion Jobs use the admin; KServe's storage initializer and RayService pods "
+        "read as the reader. The release Platform's spec.tracking.credentials names the Secrets "
+        "`<fullname>-mlflow-reader` and `<fullname>-mlflow-writer` (keys `username`, `password`), which the chart "
+        "creates in every serving namespace."))
     admin_username: Username = Field(default="mlplane-admin", description="Admin user (reads and writes).")
     admin_password: Password = Field(default="", description=(
         "Admin password (12 characters or more), written into the Secret `<fullname>-mlflow-auth`; prefer "
         "`existingSecret` outside trials."))
     reader_username: Username = Field(default="mlplane-reader", description="Read-only user (GET and HEAD only).")
     reader_password: Password = Field(default="", description=(
-        "Reader password (12 characters or more); needed with `artifactStore.type: pvc` unless `existingSecret`."))
+        "Reader password (12 characters or more); required with `enabled` unless `existingSecret`."))
     existing_secret: str = Field(default="", description=(
         "Secret with keys `admin-username`, `admin-password` (optionally `reader-username`, `reader-password`); "
-        "then the Secret `<fullname>-mlflow-storage` (keys `https-host`, `headers`) must exist in every serving "
-        "namespace."))
+        "then create in every serving namespace the Secrets `<fullname>-mlflow-reader` and `<fullname>-mlflow-writer` "
+        "(keys `username`, `password`: the reader and a user that may write) and, with `artifactStore.type: pvc`, "
+        "`<fullname>-mlflow-storage` (keys `https-host`, `headers`)."))
 
 
 class Mlflow(Values):
@@ -231,8 +235,8 @@ class NetworkPolicy(Values):
         "Default-deny ingress for the chart's pods plus the allows below (needs a CNI that enforces "
         "NetworkPolicy)."))
     model_server_namespace_selector: dict[str, str] = Field(default_factory=dict, description=(
-        "matchLabels of the namespaces whose model servers (pods with label mlplane.io/deployment) may "
-        "call MLflow; empty means every namespace."))
+        "matchLabels of the namespaces whose model servers (pods with label mlplane.io/deployment) and "
+        "ingestion Jobs (label mlplane.io/collection) may call MLflow; empty means every namespace."))
     ingress_namespace_selector: dict[str, str] = Field(default_factory=dict, description=(
         "matchLabels of the ingress controller's namespace, allowed to reach MLflow; empty allows none."))
     mlflow_extra_from: list[Obj] = Field(default_factory=list, description=(

@@ -1,8 +1,9 @@
 """Render a collection's ingestion pipeline as a Kubernetes `Job` and, with a schedule, a `CronJob`. Pure.
 
 The pod runs ``python -m mlplane_pipelines.ingest`` (the same pipeline as ``mlplane ingest``) against
-the platform's Milvus (``spec.vectorStore.uri``) and MLflow, with the collection's documents mounted
-read-only from its PersistentVolumeClaim. Pods run under the restricted Pod Security Standard.
+the platform's Milvus (``spec.vectorStore.uri``) and MLflow (as ``spec.tracking.credentials.writer``
+when MLflow asks for a user), with the collection's documents mounted read-only from its
+PersistentVolumeClaim. Pods run under the restricted Pod Security Standard.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlplane import images
+from mlplane.k8s.mlflow_credentials import mlflow_env
 from mlplane.k8s.render import vector_store_env
 from mlplane.spec.platform import Platform, VectorCollectionSpec
 
@@ -77,7 +79,8 @@ def _pod_template(platform: Platform, collection: VectorCollectionSpec, namespac
         "image": opts.image,
         "command": ["python", "-m", "mlplane_pipelines.ingest"],
         "args": args,
-        "env": [*_OFFLINE_ENV, *vector_store_env(platform)],  # the Milvus token only as a secretKeyRef
+        # The Milvus token and the MLflow writer (the pipeline logs a run) only as secretKeyRefs.
+        "env": [*_OFFLINE_ENV, *vector_store_env(platform), *mlflow_env(platform, "writer")],
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
         "volumeMounts": mounts,
         "securityContext": {

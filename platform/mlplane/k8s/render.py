@@ -27,6 +27,7 @@ import yaml
 from mlplane import images
 from mlplane.features.k8s import configmap_name, pod_features
 from mlplane.k8s import ray_cluster, versions
+from mlplane.k8s.mlflow_credentials import mlflow_env
 from mlplane.rag.serve_config import IMPORT_PATH as RAG_IMPORT_PATH
 from mlplane.rag.serve_config import serve_app_config
 from mlplane.spec.deployment import AutoscalingSpec, ModelDeployment, ResourcesSpec, ScaleTarget
@@ -74,6 +75,19 @@ class _KServeFlavour:
     metrics_port: int
     # metric → PromQL over the predictor's pods (`{sel}` is the label selector), summed over pods.
     request_queries: dict[str, str]
+    protocol_version: str = "v2"  # one of the ServingRuntime's protocolVersions: what clients speak
+    # Fields of the predictor's model container from the Platform (KServe appends `args` to the runtime's).
+    container: Callable[[Platform], Obj] | None = None
+
+
+def _triton_container(platform: Platform) -> Obj:
+    """What the chart's `mlplane-triton` runtime (`python -m mlplane.triton.server`) takes from the
+    Platform, as the local runtime gives it (`mlplane.runtime.local.plan.triton_process`): the drain time
+    (Triton waits this long for requests in flight after SIGTERM) and `serving.maxRequestBytes`, which
+    mlplane's Python backend enforces (docs/triton-limits.md)."""
+    serving = platform.spec.serving
+    return {"args": [f"--exit-timeout-secs={serving.grace_period_seconds}"],
+            "env": [{"name": "MLPLANE_MAX_REQUEST_BYTES", "value": str(serving.max_request_bytes)}]}
 
 
 _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
@@ -90,7 +104,8 @@ _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
             "queue-depth": "sum(rate(request_predict_seconds_sum{sel}[1m]))",
         },
     ),
-    # NVIDIA Triton: its own metrics endpoint on 8002.
+    # NVIDIA Triton: its own metrics endpoint on 8002. Clients infer over gRPC only: the Service's port is
+    # Triton's gRPC port and its HTTP inference API is closed (charts/mlplane serving-runtimes.yaml).
     "triton": _KServeFlavour(
         model_format="triton",
         serving_runtime="mlplane-triton",
@@ -100,6 +115,8 @@ _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
             "concurrency": "sum(rate(nv_inference_request_duration_us{sel}[1m])) / 1e6",
             "queue-depth": "sum(nv_inference_pending_request_count{sel})",
         },
+        protocol_version="grpc-v2",
+        container=_triton_container,
     ),
 }
 
@@ -312,10 +329,12 @@ def inference_service(deployment: ModelDeployment, platform: Platform, resolved:
         annotations[NOTE_ANNOTATION] = bounds.note
     model: Obj = {
         "modelFormat": {"name": flavour.model_format},
-        "protocolVersion": "v2",
+        "protocolVersion": flavour.protocol_version,
         "runtime": flavour.serving_runtime,
         "storageUri": resolved.storage_uri,
     }
+    if flavour.container is not None:
+        model.update(flavour.container(platform))
     resources = _resources(deployment, platform)
     if resources:
         model["resources"] = resources
@@ -468,8 +487,9 @@ def vector_store_env(platform: Platform) -> list[Obj]:
 def _render_ray(deployment: ModelDeployment, platform: Platform, resolved: ResolvedArtifact,
                 runtime: str, opts: _Options) -> list[Obj]:
     obj = ray_service(deployment, platform, resolved, import_path=opts.ray_import_path, image=opts.ray_image)
-    env = vector_store_env(platform)
-    if env:  # every Ray container: Serve places the Retriever on any node
+    # The application only reads MLflow (pins aliases, downloads model files): the reader.
+    env = [*vector_store_env(platform), *mlflow_env(platform, "reader")]
+    if env:  # every Ray container: Serve places the Retriever and the model replicas on any node
         cluster = obj["spec"]["rayClusterConfig"]
         for group in (cluster["headGroupSpec"], *cluster["workerGroupSpecs"]):
             for container in group["template"]["spec"]["containers"]:

@@ -34,10 +34,10 @@ from urllib.parse import urlparse
 from mlplane.k8s.render import ResolvedArtifact
 from mlplane.registry import ArtifactStoreError, UnfetchableArtifact
 from mlplane.resolution import Registry, ResolvedModel, resolve_model
-from mlplane.runtime.triton_repo import version_dir
 from mlplane.spec import ModelDeployment
 from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import Platform
+from mlplane.triton.repository import version_dir
 
 SERVING_ROOT = "mlplane-serving"
 ARCHIVE = "model.tar.gz"
@@ -97,12 +97,15 @@ class Resolution:
 def in_cluster(platform: Platform, tracking_uri: str | None) -> Platform:
     """`platform` as the cluster's pods see it: an embedded tracking server is the MLflow at `tracking_uri`
     (the chart's, the operator's MLFLOW_TRACKING_URI); an external one stays. The operator's rule too
-    (`mlplane_operator.platform_plan.in_cluster`), so render writes the same tracking URI into Ray's config."""
+    (`mlplane_operator.platform_plan.in_cluster`), so render writes the same tracking URI into Ray's config.
+    The pods' MLflow users (`spec.tracking.credentials`) stay either way."""
     from mlplane.spec.platform import TrackingSpec
 
-    if tracking_uri is None or platform.spec.tracking.mode == "external":
+    tracking = platform.spec.tracking
+    if tracking_uri is None or tracking.mode == "external":
         return platform
-    spec = platform.spec.model_copy(update={"tracking": TrackingSpec(mode="external", uri=tracking_uri)})
+    resolved = TrackingSpec(mode="external", uri=tracking_uri, credentials=tracking.credentials)
+    spec = platform.spec.model_copy(update={"tracking": resolved})
     return platform.model_copy(update={"spec": spec})
 
 

@@ -81,29 +81,25 @@ def register_embedder(tracking_uri: str, name: str = "mlplane-embedder", alias: 
     """
     import mlflow
     from mlflow.models import ModelSignature
-    from mlflow.tracking import MlflowClient
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    model_dir = packaged_model_dir()
+    from mlplane.registry import register_model
+
     signature = ModelSignature(inputs=Schema([ColSpec("string")]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, EMBEDDING_DIM))]))
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment("mlplane-embedders")
-    with mlflow.start_run(run_name=f"register-{name}"):
-        mlflow.log_params({"base_model": PACKAGED_MODEL, "dimension": EMBEDDING_DIM, "normalized": True})
-        info = mlflow.pyfunc.log_model(
+    return register_model(
+        tracking_uri, name,
+        lambda registered_name: mlflow.pyfunc.log_model(
             name="embedder",
             python_model=_pyfunc_class()(),
-            artifacts={_ARTIFACT: model_dir},
+            artifacts={_ARTIFACT: packaged_model_dir()},
             pip_requirements=_requirements(),
             signature=signature,
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    client.set_registered_model_alias(name, alias, version)
-    return version
+            registered_model_name=registered_name,
+        ),
+        experiment="mlplane-embedders", run_name=f"register-{name}", alias=alias,
+        params={"base_model": PACKAGED_MODEL, "dimension": EMBEDDING_DIM, "normalized": True},
+    ).version
 
 
 def load_embedder(model_uri: str | None = None, tracking_uri: str | None = None) -> Embedder:
@@ -113,14 +109,14 @@ def load_embedder(model_uri: str | None = None, tracking_uri: str | None = None)
     """
     if model_uri is None:
         return Embedder()
-    import mlflow
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-    local = Path(download_artifacts(artifact_uri=model_uri))
+    from mlplane.registry import tracking
+
+    # models:/ resolves through MLflow's global registry URI, whatever tracking_uri= says: scope it.
+    with tracking(tracking_uri or None):
+        local = Path(download_artifacts(artifact_uri=model_uri))
     artifacts = Model.load(str(local / "MLmodel")).flavors["python_function"].get("artifacts", {})
     rel = artifacts.get(_ARTIFACT, {}).get("path")
     if rel is None:

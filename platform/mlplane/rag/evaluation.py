@@ -11,9 +11,7 @@ A question set is YAML::
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -152,13 +150,11 @@ def log_to_mlflow(report: EvalReport, tracking_uri: str, params: dict[str, objec
     """Log ``report`` as one run (params, metrics, per-question results as ``questions.json``); its id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    # MLflow prints the run's URL on stdout when it ends: keep stdout for the caller's table or JSON.
-    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(
-            run_name=run_name or f"{report.collection}-top{report.top_k}") as run:
-        mlflow.set_tags({"mlplane.collection": report.collection})
-        mlflow.log_params({"collection": report.collection, "top_k": report.top_k, **params})
-        mlflow.log_metrics(report.metrics())
+    from mlplane.registry import logged_run
+
+    with logged_run(tracking_uri, experiment, run_name or f"{report.collection}-top{report.top_k}",
+                    tags={"mlplane.collection": report.collection},
+                    params={"collection": report.collection, "top_k": report.top_k, **params},
+                    metrics=report.metrics()) as run:
         mlflow.log_dict({"questions": [r.__dict__ for r in report.results]}, "questions.json")
-    return run.info.run_id
+    return str(run.info.run_id)

@@ -159,36 +159,34 @@ def register_generator(tracking_uri: str, name: str = "mlplane-generator", alias
     from importlib.metadata import version
 
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment("mlplane-generators")
-    with mlflow.start_run(run_name=f"register-{name}"):
-        mlflow.log_params({"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "weights": GGUF_FILE})
-        info = mlflow.pyfunc.log_model(
+    from mlplane.registry import register_model
+
+    return register_model(
+        tracking_uri, name,
+        lambda registered_name: mlflow.pyfunc.log_model(
             name="generator",
             python_model=_pyfunc_class()(),
             artifacts={_ARTIFACT: str(packaged_gguf())},
             pip_requirements=[f"{p}=={version(p)}" for p in ("transformers", "torch", "gguf", "accelerate")],
-            registered_model_name=name,
-        )
-    registered = str(info.registered_model_version)
-    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
-        name, alias, registered)
-    return registered
+            registered_model_name=registered_name,
+        ),
+        experiment="mlplane-generators", run_name=f"register-{name}", alias=alias,
+        params={"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "weights": GGUF_FILE},
+    ).version
 
 
 class LocalGenerator:
     def __init__(self, args: GeneratorArgs, tracking_uri: str | None, version: str = "") -> None:
         import mlflow
 
+        from mlplane.registry import tracking
+
         if not args.model_uri:
             raise GenerationError("generator type 'local' needs a model (spec.model)")
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
+        # models:/ resolves through MLflow's global registry URI, whatever a tracking URI argument says: scope it.
+        with tracking(tracking_uri or None):
+            model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
         if not isinstance(model, SmolLMModel):
             raise GenerationError(f"{args.model_uri} is not an mlplane generator (register one with "
                                   "mlplane.rag.generate.register_generator)")

@@ -41,8 +41,36 @@ PUBLIC_PATHS = re.compile(r"^/(?:health)?$")
 class Failure:
     """A deployment's refusal, returned (not raised) so its type survives the trip through Ray."""
 
-    status: int
-    message: str
+    error: dp.RagError  # rag_error(what the deployment caught): plain enough to pickle
+
+
+def rag_error(exc: Exception) -> dp.RagError:
+    """The one mapping from what went wrong to what the client sees (status, OpenAI error type and code)."""
+    from mlplane.rag.generate import GenerationError
+    from mlplane.rag.store import UnknownCollection, VectorStoreError
+
+    if isinstance(exc, dp.RagError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return dp.RagError("the request body is not valid JSON")
+        first = errors[0]
+        path = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return dp.InvalidBody(f"{path or 'body'}: {first.get('msg', 'invalid')}", param=path or None)
+    if isinstance(exc, UnknownCollection):
+        return dp.CollectionNotFound(str(exc))
+    if isinstance(exc, GenerationError):
+        return dp.UpstreamFailed(str(exc))
+    if isinstance(exc, VectorStoreError):
+        return dp.NotReady(str(exc))
+    raise TypeError(f"no HTTP mapping for {type(exc).__name__}") from exc
+
+
+def error_response(exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``exc`` as an OpenAI-shaped error response with the status :func:`rag_error` gives it."""
+    error = rag_error(exc)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def _pin(model_uri: str, tracking_uri: str | None) -> tuple[str, str]:
@@ -100,10 +128,8 @@ class Retriever:
 
         try:
             (hits,) = await asyncio.to_thread(self.store.search, collection, vector, top_k)
-        except UnknownCollection as exc:
-            return Failure(404, str(exc))
-        except VectorStoreError as exc:
-            return Failure(503, str(exc))
+        except (UnknownCollection, VectorStoreError) as exc:
+            return Failure(rag_error(exc))
         return hits
 
     def info(self) -> dict[str, Any]:
@@ -149,7 +175,7 @@ class Generator:
             try:
                 piece = await asyncio.to_thread(next, pieces, None)
             except GenerationError as exc:
-                yield Failure(502, str(exc))
+                yield Failure(rag_error(exc))
                 return
             if piece is None:
                 return
@@ -160,26 +186,6 @@ class Generator:
 
 
 # --------------------------------------------------------------------------- the HTTP API
-api = FastAPI(title="mlplane RAG service", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-@api.exception_handler(dp.RagError)
-async def _rag_error(request: Request, exc: dp.RagError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        err: dp.RagError = dp.RagError("the request body is not valid JSON")
-    else:
-        first = errors[0]
-        path = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        err = dp.InvalidBody(f"{path or 'body'}: {first.get('msg', 'invalid')}", param=path or None)
-    return JSONResponse(err.body(), status_code=err.status)
-
-
 class BodyLimit:
     """413 for bodies over ``max_bytes`` (by Content-Length, and counted while streaming in)."""
 
@@ -193,9 +199,8 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            err = dp.TooLarge(f"the request body has {int(length)} bytes; at most {self.max_bytes} are accepted")
-            await JSONResponse(err.body(), status_code=err.status, headers={"Connection": "close"})(
-                scope, receive, send)
+            too_large = dp.TooLarge(f"the request body has {int(length)} bytes; at most {self.max_bytes} are accepted")
+            await error_response(too_large, headers={"Connection": "close"})(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -208,28 +213,58 @@ def _base64(vector: np.ndarray) -> str:
 
 def _check(result: Any) -> Any:
     if isinstance(result, Failure):
-        error = {404: dp.CollectionNotFound, 502: dp.UpstreamFailed}.get(result.status, dp.NotReady)
-        raise error(result.message)
+        raise result.error
     return result
 
 
+async def _error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+# (method, path, Ingress method): the routes, bound to the replica's Ingress in make_api.
+ROUTES = (
+    ("GET", "/health", "health"),
+    ("POST", "/v1/admin/generator/wait", "wait_for_generator"),
+    ("GET", "/v1/models", "models"),
+    ("POST", "/v1/embeddings", "embeddings"),
+    ("POST", "/v1/retrieve", "retrieve"),
+    ("POST", "/v1/chat/completions", "chat"),
+)
+
+
+def make_api(ingress: "Ingress") -> FastAPI:
+    """The Ingress replica's FastAPI app: its routes, the body limit and (with auth) API keys and rate limits.
+
+    Built per replica from its configuration (``__serve_build_asgi_app__``); no app is shared or changed later.
+    """
+    cfg = ingress.cfg
+    api = FastAPI(title="mlplane RAG service", docs_url=None, redoc_url=None, openapi_url=None)
+    api.add_exception_handler(dp.RagError, _error_handler)
+    api.add_exception_handler(RequestValidationError, _error_handler)
+    for method, path, name in ROUTES:
+        api.add_api_route(path, getattr(ingress, name), methods=[method], response_model=None)
+    api.add_middleware(BodyLimit, max_bytes=cfg.limits.max_request_bytes)
+    if cfg.auth.enabled:
+        from mlplane.auth import ApiKeyMiddleware, AuthSettings, RateLimit
+
+        assert cfg.auth.keys_file is not None
+        settings = AuthSettings(keys_file=Path(cfg.auth.keys_file),
+                                default_limit=RateLimit(cfg.auth.requests_per_second, cfg.auth.burst))
+        api.add_middleware(ApiKeyMiddleware, settings=settings, public=PUBLIC_PATHS)
+    return api
+
+
 @serve.deployment(name=INGRESS)
-@serve.ingress(api)
+@serve.ingress()
 class Ingress:
     def __init__(self, embedder: DeploymentHandle, retriever: DeploymentHandle, generator: DeploymentHandle,
                  args: dict[str, Any]) -> None:
         self.cfg = RagAppArgs.model_validate(args)
         self.embedder, self.retriever, self.generator = embedder, retriever, generator
-        api.add_middleware(BodyLimit, max_bytes=self.cfg.limits.max_request_bytes)
-        if self.cfg.auth.enabled:
-            from mlplane.auth import ApiKeyMiddleware, AuthSettings, RateLimit
 
-            assert self.cfg.auth.keys_file is not None
-            settings = AuthSettings(keys_file=Path(self.cfg.auth.keys_file),
-                                    default_limit=RateLimit(self.cfg.auth.requests_per_second, self.cfg.auth.burst))
-            api.add_middleware(ApiKeyMiddleware, settings=settings, public=PUBLIC_PATHS)
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_api(self)
 
-    @api.get("/health")
     async def health(self) -> dict[str, Any]:
         """200 once every deployment answers; the embedder and generator that would answer now."""
         try:
@@ -240,7 +275,6 @@ class Ingress:
             raise dp.NotReady("the RAG deployments are not ready yet") from None
         return {"status": "ok", "embedder": embedder, "generator": generator, "vectorStore": retriever}
 
-    @api.post("/v1/admin/generator/wait")
     async def wait_for_generator(self, body: dict[str, Any]) -> dict[str, Any]:
         """200 once the Generator answers with registry version ``body["version"]`` (the supervisor's
         load request after a promotion: the new ``user_config`` reconfigures the Generator replicas)."""
@@ -254,11 +288,9 @@ class Ingress:
                 raise dp.NotReady(f"the generator still answers with version {info['version']}, not {wanted}")
             await asyncio.sleep(1.0)
 
-    @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.cfg.name, "object": "model", "owned_by": "mlplane"}]}
 
-    @api.post("/v1/embeddings")
     async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
         texts = dp.embedding_inputs(req, self.cfg.limits)
         result = await self.embedder.embed.remote(texts)
@@ -270,7 +302,6 @@ class Ingress:
                 "usage": {"prompt_tokens": 0, "total_tokens": 0},
                 "mlplane": {"embedder": {k: result[k] for k in ("model", "uri", "version")}}}
 
-    @api.post("/v1/retrieve")
     async def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
         q = dp.query_question(req.query, req.collection, req.top_k, self.cfg.limits, self.cfg.collection,
                               self.cfg.top_k)
@@ -278,7 +309,6 @@ class Ingress:
         return {"object": "list", "collection": q.collection, "data": dp.sources(hits),
                 "mlplane": {"embedder": embedder}}
 
-    @api.post("/v1/chat/completions", response_model=None)
     async def chat(self, req: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
         q = dp.chat_question(req, self.cfg.limits, self.cfg.collection, self.cfg.top_k)
         hits, embedder = await self._retrieve(q)
@@ -300,7 +330,7 @@ class Ingress:
         yield dp.chunk_event(cid, name, {"role": "assistant", "content": ""})
         async for piece in pieces:
             if isinstance(piece, Failure):
-                yield dp.error_event(dp.UpstreamFailed(piece.message))
+                yield dp.error_event(piece.error)
                 yield dp.DONE_EVENT
                 return
             yield dp.chunk_event(cid, name, {"content": piece})

@@ -10,13 +10,12 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from mlplane.spec.platform import VECTOR_STORE_TOKEN_ENV, Platform, VectorIndexSpec
+from mlplane.spec.platform import VECTOR_STORE_TOKEN_ENV, VectorIndexSpec
 
 VECTOR_FIELD = "vector"
 # Longest text Milvus keeps per field (VARCHAR max_length counts bytes of UTF-8).
@@ -216,28 +215,3 @@ class VectorStore:
             self._known.discard(collection)
             return UnknownCollection(collection, self.collections())
         return VectorStoreError(f"vector store at {self.uri}, collection '{collection}': {exc.message}")
-
-
-def vector_store_uri(state_dir: str | Path | None = None, platform: Platform | None = None) -> str:
-    """Where the platform's Milvus answers.
-
-    ``spec.vectorStore.backend: milvus`` (the cluster, or any Milvus server): its ``uri``. Otherwise
-    the Milvus Lite server of the local platform running on ``state_dir`` (read from its state file).
-    """
-    from mlplane.runtime.local.control import read_state
-    from mlplane.runtime.local.paths import StatePaths, resolve_state_dir
-    from mlplane.runtime.local.plan import VECTOR_STORE_COMPONENT
-
-    if platform is not None and platform.spec.vector_store.backend == "milvus":
-        if not platform.spec.vector_store.uri:
-            raise VectorStoreError(f"Platform '{platform.metadata.name}': spec.vectorStore.uri is required "
-                                   "with backend 'milvus'")
-        return platform.spec.vector_store.uri
-    paths = StatePaths(resolve_state_dir(state_dir))
-    state = read_state(paths) or {}
-    component = (state.get("components") or {}).get(VECTOR_STORE_COMPONENT) or {}
-    if state.get("phase") != "running" or not component.get("url"):
-        raise VectorStoreError(
-            f"no vector store is running on {paths.root}: start a platform with spec.vectorStore.enabled: true "
-            "(`mlplane up -f platform.yaml`), or give a Platform with backend 'milvus' and its uri")
-    return str(component["url"])

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta
+
 from .settings import ServingSettings, parse_args
-from .signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta
 
 if TYPE_CHECKING:
     from .model import PyfuncModel

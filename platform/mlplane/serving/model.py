@@ -12,9 +12,8 @@ import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound
 
+from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta, example_input
 from mlplane.features.online import EntityNotFound, FeatureJoin, FeatureLookupError, OnlineFeatures
-
-from .signature import RequestDecoder, ResponseEncoder, SignatureError, TensorMeta, example_input
 
 __all__ = ["PLATFORM", "EntityNotFoundError", "ModelLoadError", "ModelSourceError", "PyfuncModel",
            "VersionNotFoundError", "check_version", "version_from_uri"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .signature import SignatureError, v2_to_numpy
+from mlplane.core.signature import SignatureError, v2_to_numpy
 
 __all__ = [
     "DATATYPES",

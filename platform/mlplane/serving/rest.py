@@ -20,9 +20,10 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
+from mlplane.core.signature import SignatureError, split_binary_request
+
 from .model import check_version
 from .protocol import MAX_JSON_DEPTH, RequestTooLarge, check_tensor, json_tensor, parse_json, parse_request
-from .signature import SignatureError, split_binary_request
 
 __all__ = ["ACCEPTED_CONTENT_TYPES", "V2Routes", "binary_infer_request", "json_infer_request"]
 

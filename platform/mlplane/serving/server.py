@@ -65,6 +65,7 @@ from kserve.protocol.rest.server import RESTServer
 
 from mlplane.auth import ApiKeyMiddleware, Authenticator, AuthSettings, RateLimit
 from mlplane.auth.grpc_auth import ApiKeyInterceptor
+from mlplane.core.signature import SignatureError
 
 from .control import (
     CONTROL_REFUSED,
@@ -78,7 +79,6 @@ from .model import EntityNotFoundError, PyfuncModel, check_version, version_from
 from .protocol import RequestTooLarge, check_tensor
 from .rest import V2Routes
 from .settings import ServingSettings
-from .signature import SignatureError
 
 __all__ = ["PyfuncModelServer", "SwappableModelRepository", "serve"]
 

@@ -1,11 +1,11 @@
 """The Triton Python-backend model of ``runtime: triton``: an MLflow pyfunc behind Triton's batcher.
 
-Triton imports the generated ``model.py`` of each version (see :mod:`mlplane.runtime.triton_repo`),
+Triton imports the generated ``model.py`` of each version (see :mod:`mlplane.triton.repository`),
 which imports :class:`TritonPythonModel` from here. Only the Triton backend stub runs this module;
 ``triton_python_backend_utils`` exists only there and is imported in :meth:`initialize`.
 
 Tensors cross the stub through DLPack (its numpy path returns empty outputs under numpy 2). Inputs
-are decoded with the same :class:`~mlplane.serving.signature.RequestDecoder` as the kserve runtime,
+are decoded with the same :class:`~mlplane.core.signature.RequestDecoder` as the kserve runtime,
 so a model sees the same DataFrame or ndarray under both runtimes. Requests the dynamic batcher
 hands over together are concatenated row-wise, predicted once and split again; if the combined
 batch fails, each request is retried alone so one bad request cannot fail its neighbours.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplane.serving.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input
+from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input
 
 
 class _Input:

@@ -12,6 +12,40 @@ from mlplane.spec import rules
 from mlplane.spec.common import API_VERSION, DnsLabel, Labels, Metadata, Runtime, SpecModel, Status, scoped
 from mlplane.spec.rules import Rule
 
+# A key of a Secret's data, as the API server validates it.
+_SECRET_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
+
+
+def _check_secret_key(value: str) -> str:
+    if not re.match(_SECRET_KEY, value):
+        raise ValueError("must be a Secret key: letters, digits, '-', '_' and '.' (e.g. 'password')")
+    return value
+
+
+SecretKey = Annotated[str, AfterValidator(_check_secret_key),
+                      WithJsonSchema({"type": "string", "pattern": _SECRET_KEY, "maxLength": 253})]
+
+
+class MlflowCredentialRef(SpecModel):
+    """An MLflow user from a Kubernetes Secret in the pod's namespace: the pod gets it as
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (`secretKeyRef`), never inline."""
+
+    secret: DnsLabel = Field(description="Name of the Secret (in the namespace of the pods that use it).")
+    username_key: SecretKey = Field(default="username", description="Key of the user name in the Secret.")
+    password_key: SecretKey = Field(default="password", description="Key of the password in the Secret.")
+
+
+class TrackingCredentialsSpec(SpecModel):
+    """Which MLflow user each kind of pod uses; a kind without one sends no credentials."""
+
+    reader: MlflowCredentialRef | None = Field(
+        default=None,
+        description="Read-only user of the RayService pods (RAG/LLM apps resolve and download models).",
+    )
+    writer: MlflowCredentialRef | None = Field(
+        default=None, description="User that may write, for the ingestion Jobs and CronJobs (they log runs).",
+    )
+
 
 class TrackingSpec(SpecModel):
     """MLflow tracking server and model registry."""
@@ -30,6 +64,12 @@ class TrackingSpec(SpecModel):
     )
     artifacts_destination: str | None = Field(
         default=None, **scoped("local", "Where the embedded MLflow stores artifacts; unset lets the runtime decide.")
+    )
+    credentials: TrackingCredentialsSpec | None = Field(
+        default=None,
+        description="Cluster: the MLflow users (HTTP basic auth) of the pods mlplane renders, from Secrets; the "
+        "mlplane chart fills it when `mlflow.auth.enabled`. Unset: the pods send no credentials (MLflow without "
+        "auth). Locally the supervisor passes its own platform's user.",
     )
 
     RULES: ClassVar[tuple[Rule, ...]] = rules.TRACKING

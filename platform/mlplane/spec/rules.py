@@ -107,6 +107,20 @@ DEPLOYMENT_SPEC: tuple[Rule, ...] = (
         field_path=".rollout",
     ),
     Rule(
+        # KServe's canary needs its Serverless (Knative) mode, where a pod serves exactly one port. Triton's
+        # protected layout (docs/triton-limits.md, "In the cluster") needs three: gRPC for clients, HTTP for
+        # the probes (inference closed), metrics. A Knative Service with one of them would either drop the
+        # health checks or serve clients the HTTP front end one request can crash.
+        name="canary-not-triton",
+        cel=f"!(has(self.rollout) && has(self.rollout.canaryTrafficPercent) && {_runtime_is('triton')})",
+        message="rollout.canaryTrafficPercent runs KServe in Serverless (Knative) mode, where a pod serves one "
+                "port, and runtime triton serves clients on gRPC with health checks and metrics on HTTP "
+                "(docs/triton-limits.md): remove the canary (triton rolls out a new version pod by pod) or "
+                "use runtime kserve",
+        holds=lambda s: not (_canary(s) and given_runtime(s) == "triton"),
+        field_path=".rollout.canaryTrafficPercent",
+    ),
+    Rule(
         name="rag-needs-ray",
         cel="!has(self.rag) || !has(self.runtime) || self.runtime == 'ray'",
         message="`rag` is served by runtime 'ray' only; set runtime: ray or remove `rag`",

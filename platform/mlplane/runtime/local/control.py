@@ -15,8 +15,10 @@ from typing import Any
 
 import psutil
 
+from mlplane.core.statedir import resolve_state_dir
 from mlplane.runtime.local import process
 from mlplane.runtime.local.paths import StateFileError, StatePaths, quarantine, read_json_object, write_private
+from mlplane.runtime.local.plan import VECTOR_STORE_COMPONENT
 from mlplane.spec import Platform, dump_yaml
 
 
@@ -221,3 +223,26 @@ def stop_platform(paths: StatePaths, timeout: float = 90.0, problems: list[str] 
     with contextlib.suppress(FileNotFoundError):
         paths.previous_state_file.unlink()
     return stopped
+
+
+def vector_store_uri(state_dir: str | Path | None = None, platform: Platform | None = None) -> str:
+    """Where the platform's Milvus answers.
+
+    ``spec.vectorStore.backend: milvus`` (the cluster, or any Milvus server): its ``uri``. Otherwise
+    the Milvus Lite server of the local platform running on ``state_dir`` (read from its state file).
+    """
+    from mlplane.rag.store import VectorStoreError  # needs pymilvus, the `vector` extra
+
+    if platform is not None and platform.spec.vector_store.backend == "milvus":
+        if not platform.spec.vector_store.uri:
+            raise VectorStoreError(f"Platform '{platform.metadata.name}': spec.vectorStore.uri is required "
+                                   "with backend 'milvus'")
+        return platform.spec.vector_store.uri
+    paths = StatePaths(resolve_state_dir(state_dir))
+    state = read_state(paths) or {}
+    component = (state.get("components") or {}).get(VECTOR_STORE_COMPONENT) or {}
+    if state.get("phase") != "running" or not component.get("url"):
+        raise VectorStoreError(
+            f"no vector store is running on {paths.root}: start a platform with spec.vectorStore.enabled: true "
+            "(`mlplane up -f platform.yaml`), or give a Platform with backend 'milvus' and its uri")
+    return str(component["url"])

@@ -12,16 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATE_DIR_ENV = "MLPLANE_STATE_DIR"
-DEFAULT_STATE_DIR = ".mlplane"
 # AF_UNIX paths are limited to 108 bytes on Linux; keep a margin.
 _MAX_SOCKET_PATH = 100
-
-
-def resolve_state_dir(flag: str | os.PathLike[str] | None = None) -> Path:
-    """The state dir: the ``--state-dir`` flag, else ``$MLPLANE_STATE_DIR``, else ``./.mlplane``."""
-    raw = flag or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
-    return Path(raw).expanduser().resolve()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ The supervisor (the thin executor) turns a :class:`ProcessSpec` into a running, 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -17,6 +16,13 @@ from mlplane.auth.mlflow import MlflowAuthFiles, read_env_file
 from mlplane.resolution import ResolvedModel  # what the servers load: mlplane.resolution.resolve_model's result
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec.platform import AuthSpec
+from mlplane.triton.args import (  # noqa: F401 (TRITON_* re-exported: runtimes, tests, bench)
+    TRITON_CONTROL_HEADER,
+    TRITON_HTTP_INFERENCE_CLOSED,
+    TRITON_RESTRICTED,
+    restricted_api_args,
+    triton_http_inference_header,
+)
 
 MLFLOW_COMPONENT = "mlflow"
 FEATURE_STORE_COMPONENT = "feast"
@@ -226,31 +232,6 @@ def ray_serve_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking
     )
 
 
-#: The header Triton's restricted model-repository API requires (``--http-restricted-api``).
-TRITON_CONTROL_HEADER = "mlplane-control-key"
-#: Triton APIs only mlplane may call: loading/unloading models, and the server's log and trace settings.
-TRITON_RESTRICTED = "model-repository,logging,trace"
-#: Triton's HTTP inference API is closed to clients whenever gRPC serves (docs/triton-limits.md): the
-#: tritonserver 2.51 of the nvidia-pytriton wheel allocates a JSON tensor from its client-given shape
-#: before any check and walks nested ``data`` recursively, so one request aborts it (a shape of 2**63-1),
-#: grows it by shape x 8 bytes (2**31: 16 GiB) or overflows its stack (``data`` nested 100k deep), and it
-#: has no option (2.51 has no --http-max-input-size) that prevents any of it. Its 403 names this header,
-#: which tells the client what to do; its value (derived from the control key) is held by nobody.
-TRITON_HTTP_INFERENCE_CLOSED = "mlplane-triton-inference-is-served-over-grpc-only"
-
-
-def triton_http_inference_header(control_key: str) -> dict[str, str]:
-    """The header that opens a local Triton's closed HTTP inference API (:data:`TRITON_HTTP_INFERENCE_CLOSED`).
-
-    Derived from the platform's control key, not random: the same spec gives the same command line, so a
-    new supervisor recognizes (and adopts) the server an earlier one started. Only what can read the
-    control key (the platform's owner: ``bench/triton.py`` measures Triton's HTTP path with it) holds it;
-    clients never do.
-    """
-    value = hashlib.sha256(b"mlplane-http-inference-closed:" + control_key.encode()).hexdigest()
-    return {TRITON_HTTP_INFERENCE_CLOSED: value}
-
-
 @dataclass(frozen=True)
 class TritonInstall:
     """Where the ``tritonserver`` distribution lives (the ``nvidia-pytriton`` wheel ships one)."""
@@ -291,14 +272,13 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
         f"--exit-timeout-secs={grace_period_s}",
         f"--http-address={endpoint.host}",
         f"--http-port={endpoint.http_port}",
-        f"--http-restricted-api={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}",
     ]
-    # Clients infer over gRPC; the runtime refuses a platform without it (TritonRuntime.prepare).
-    ((closed, value),) = triton_http_inference_header(key).items()
-    argv.append(f"--http-restricted-api=inference:{closed}={value}")
+    # Clients infer over gRPC; the runtime refuses a platform without it (TritonRuntime.prepare). The
+    # cluster entrypoint (mlplane.triton.server) builds the same flags.
+    ((_, closed_value),) = triton_http_inference_header(key).items()
+    argv += restricted_api_args(key, closed_value, grpc=bool(endpoint.grpc_port))
     if endpoint.grpc_port:
-        argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}",
-                 f"--grpc-restricted-protocol={TRITON_RESTRICTED}:{TRITON_CONTROL_HEADER}={key}"]
+        argv += [f"--grpc-address={endpoint.host}", f"--grpc-port={endpoint.grpc_port}"]
     else:
         argv.append("--allow-grpc=false")
     if endpoint.metrics_port:

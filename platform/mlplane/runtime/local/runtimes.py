@@ -34,10 +34,10 @@ from mlplane.runtime.local.plan import (
     ray_serve_process,
     triton_process,
 )
-from mlplane.runtime.triton_repo import model_repository
 from mlplane.spec import ModelDeployment
 from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import AuthSpec, Platform
+from mlplane.triton.repository import model_repository
 
 __all__ = ["RUNTIMES", "KServeRuntime", "LoadRequest", "LocalRuntime", "Prepared", "RayRuntime", "ServingContext",
            "Signature", "TritonRuntime", "UnsupportedRuntime", "find_triton", "runtime_for", "runtime_of"]
@@ -159,7 +159,7 @@ class TritonRuntime:
     """NVIDIA Triton Inference Server with its Python backend running the MLflow pyfunc.
 
     One ``tritonserver`` per deployment, in explicit model-control mode, on a model repository
-    generated from the MLflow signature (:mod:`mlplane.runtime.triton_repo`). A switch writes the
+    generated from the MLflow signature (:mod:`mlplane.triton.repository`). A switch writes the
     new version's directory, points ``version_policy`` at it and asks Triton to load the model:
     Triton loads the new version next to the old one and swaps when it is ready.
     """

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from mlplane.spec.deployment import ModelDeploymentSpec
 
 if TYPE_CHECKING:  # annotations only: resolution imports this module without numpy and pandas
-    from mlplane.serving.signature import TensorMeta
+    from mlplane.core.signature import TensorMeta
 
 __all__ = ["CLUSTER_MODEL_DIR", "ModelRepository", "TritonRepoError", "TritonRepository", "cluster_repository",
            "config_pbtxt", "model_repository", "repository_files", "triton_datatype", "version_dir", "version_files"]
@@ -80,13 +80,16 @@ import sys
 
 
 def _use_mlplane_environment() -> None:
-    """Put mlplane's virtualenv first on sys.path (the backend stub ignores PYTHONPATH)."""
+    """Put mlplane's virtualenv first on sys.path (the backend stub ignores PYTHONPATH), and drop the stub's
+    own site-packages, unless they are mlplane's: a stub that finds the virtualenv's python first on PATH
+    (the image) has the virtualenv as its prefix."""
+    wanted = [d for d in os.environ.get("MLPLANE_TRITON_SITE_PACKAGES", "").split(os.pathsep) if d]
     before = list(sys.path)
-    for directory in os.environ.get("MLPLANE_TRITON_SITE_PACKAGES", "").split(os.pathsep):
-        if directory:
-            site.addsitedir(directory)
-    base = set(site.getsitepackages())
-    sys.path[:] = sys.path[len(before):] + [p for p in before if p not in base]
+    for directory in wanted:
+        site.addsitedir(directory)
+    added = [p for p in sys.path[len(before):] if p not in wanted]  # what their .pth files add
+    base = set(site.getsitepackages()) - set(wanted)
+    sys.path[:] = [*wanted, *added, *(p for p in before if p not in base and p not in wanted)]
 
 
 _use_mlplane_environment()
