@@ -232,6 +232,8 @@ def test_kserve_cpu_objects() -> None:
     assert predictor["model"] == {
         "modelFormat": {"name": "mlflow"}, "protocolVersion": "v2", "runtime": "mlplane-mlflow",
         "storageUri": ARTIFACT.storage_uri,
+        # the Platform's serving limits, appended by KServe to the runtime's args (as locally)
+        "args": ["--max-request-bytes=16777216", "--grace-period=30"],
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 2)
     assert "nodeSelector" not in predictor and "tolerations" not in predictor

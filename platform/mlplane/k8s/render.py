@@ -90,6 +90,15 @@ def _triton_container(platform: Platform) -> Obj:
             "env": [{"name": "MLPLANE_MAX_REQUEST_BYTES", "value": str(serving.max_request_bytes)}]}
 
 
+def _kserve_container(platform: Platform) -> Obj:
+    """What the chart's `mlplane-mlflow` runtime (`python -m mlplane.serving`) takes from the Platform, as the
+    local runtime gives it (`mlplane.runtime.local.plan.kserve_process`): the request size limit (checked on
+    the body, and on shape x datatype before any tensor is allocated) and the drain time after SIGTERM."""
+    serving = platform.spec.serving
+    return {"args": [f"--max-request-bytes={serving.max_request_bytes}",
+                     f"--grace-period={serving.grace_period_seconds}"]}
+
+
 _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
     # KServe's Python ModelServer (MLflow pyfunc): histograms per predict call on the HTTP port.
     "kserve": _KServeFlavour(
@@ -103,6 +112,7 @@ _KSERVE_FLAVOURS: dict[str, _KServeFlavour] = {
             # The ModelServer exports no queue gauge; in-flight requests are the closest measure.
             "queue-depth": "sum(rate(request_predict_seconds_sum{sel}[1m]))",
         },
+        container=_kserve_container,
     ),
     # NVIDIA Triton: its own metrics endpoint on 8002. Clients infer over gRPC only: the Service's port is
     # Triton's gRPC port and its HTTP inference API is closed (charts/mlplane serving-runtimes.yaml).
