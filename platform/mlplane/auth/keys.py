@@ -10,6 +10,7 @@ running servers that re-read it on change see either the old or the new version,
 from __future__ import annotations
 
 import base64
+import builtins  # KeyStore.list shadows the type in the class body
 import contextlib
 import fcntl
 import hashlib
@@ -255,7 +256,7 @@ class KeyStore:
         return KeyRecord(key_id, name, _now(), hash_key(key), rate_limit=rate_limit, system=system), key
 
     @staticmethod
-    def _find(records: list[KeyRecord], id_or_name: str) -> int:
+    def _find(records: builtins.list[KeyRecord], id_or_name: str) -> int:
         by_id = [i for i, r in enumerate(records) if r.id == id_or_name]
         by_name = [i for i, r in enumerate(records) if r.name == id_or_name]
         active = [i for i in by_name if records[i].active]
@@ -266,7 +267,7 @@ class KeyStore:
         raise UnknownKey(f"no key with id or name {id_or_name!r}; known keys: {known}")
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[KeyRecord]]:
+    def _locked(self) -> Iterator[builtins.list[KeyRecord]]:
         """Read the records under an exclusive lock; write them back if the block ends normally."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -279,7 +280,7 @@ class KeyStore:
         finally:
             os.close(fd)
 
-    def _write(self, records: list[KeyRecord]) -> None:
+    def _write(self, records: builtins.list[KeyRecord]) -> None:
         doc = keys_document(records)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-", suffix=".tmp")  # mode 0600
         try:
