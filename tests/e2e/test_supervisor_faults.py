@@ -38,6 +38,7 @@ import tritonclient.http as httpclient
 from mlflow import MlflowClient
 from platform_helpers import mlplane, platform_processes, status, wait_for
 
+from mlplane.registry import tracking as tracking_uris
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import TRITON_CONTROL_HEADER
 from mlplane_pipelines.iris import train_and_register
@@ -205,9 +206,7 @@ def test_an_unloaded_triton_model_is_noticed_and_reloaded(platform):
 
 def test_a_refused_promote_moves_the_alias_back_and_says_why(platform):
     state_dir, tracking = platform["dir"], platform["tracking"]
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    with mlflow.start_run():
+    with tracking_uris(tracking), mlflow.start_run():  # MLflow's global URIs are restored afterwards
         info = mlflow.pyfunc.log_model(name="model", python_model=Unloadable(), registered_model_name="iris",
                                        pip_requirements=["numpy"])
     bad = str(info.registered_model_version)

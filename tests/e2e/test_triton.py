@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "iris"))
 from client import SAMPLES, infer_grpc, infer_http  # noqa: E402
 
+from mlplane.registry import tracking as tracking_uris  # noqa: E402
 from mlplane.runtime.local.plan import TRITON_HTTP_INFERENCE_CLOSED  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +71,8 @@ def _expected(tracking: str, version: str, rows: np.ndarray) -> list[int]:
     """What the pyfunc itself predicts, loaded in this process."""
     import pandas as pd
 
-    mlflow.set_tracking_uri(tracking)
-    model = mlflow.pyfunc.load_model(f"models:/iris/{version}")
+    with tracking_uris(tracking):  # models:/ resolves through the registry URI, restored afterwards
+        model = mlflow.pyfunc.load_model(f"models:/iris/{version}")
     return [int(v) for v in np.asarray(model.predict(pd.DataFrame(rows, columns=FEATURES))).ravel()]
 
 
@@ -203,10 +204,8 @@ def test_a_model_triton_cannot_express_is_refused_at_deploy_time(platform):
 
     from mlplane_pipelines.iris import load_data
 
-    mlflow.set_tracking_uri(platform["tracking"])
-    mlflow.set_registry_uri(platform["tracking"])
     X, y = load_data()
-    with mlflow.start_run():
+    with tracking_uris(platform["tracking"]), mlflow.start_run():
         mlflow.sklearn.log_model(LogisticRegression(max_iter=200).fit(X, y), name="model",
                                  registered_model_name="unsigned", pip_requirements=["scikit-learn"])
     state_dir = platform["dir"]

@@ -23,6 +23,7 @@ EXAMPLE = ROOT / "examples" / "features"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from platform_helpers import mlplane, platform_processes, status, wait_for  # noqa: E402
 
+from mlplane.registry import tracking as tracking_uris  # noqa: E402
 from mlplane_pipelines import features as F  # noqa: E402
 from mlplane_pipelines.iris import FEATURES  # noqa: E402
 
@@ -56,8 +57,8 @@ def _online(platform, ids) -> pd.DataFrame:
 
 def _expected(platform, ids) -> list[int]:
     """The registered model applied to the features the online store holds for ``ids``."""
-    mlflow.set_tracking_uri(platform["tracking"])
-    model = mlflow.pyfunc.load_model("models:/iris-features@champion")
+    with tracking_uris(platform["tracking"]):  # models:/ resolves through the registry URI, restored afterwards
+        model = mlflow.pyfunc.load_model("models:/iris-features@champion")
     return model.predict(_online(platform, ids)).tolist()
 
 
@@ -147,8 +148,8 @@ def test_on_missing_default_uses_the_documented_defaults(platform, tmp_path):
         dep = _deployment(platform, "iris-defaults")
         r = _infer_http(dep["url"], [0, 999], name="iris-defaults")
         assert r.status_code == 200, r.text
-        mlflow.set_tracking_uri(platform["tracking"])
-        model = mlflow.pyfunc.load_model("models:/iris-features@champion")
+        with tracking_uris(platform["tracking"]):
+            model = mlflow.pyfunc.load_model("models:/iris-features@champion")
         rows = pd.concat([_online(platform, [0]), pd.DataFrame([dict(zip(FEATURES, defaults.values(),
                                                                            strict=True))])])
         assert r.json()["outputs"][0]["data"] == model.predict(rows).tolist()
