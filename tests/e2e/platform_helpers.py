@@ -13,11 +13,15 @@ from pathlib import Path
 
 import psutil
 
+# MLflow's URIs in the test process (mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI) belong to
+# whichever test set them last; the CLI run against `state_dir` must use that platform's own MLflow.
+_FOREIGN_MLFLOW = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
 
 def mlplane(state_dir: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_MLFLOW}
     proc = subprocess.run([sys.executable, "-m", "mlplane", *args], text=True, capture_output=True,
-                          timeout=timeout, env={**os.environ, "MLPLANE_STATE_DIR": str(state_dir),
-                                                "COLUMNS": "200"})
+                          timeout=timeout, env={**env, "MLPLANE_STATE_DIR": str(state_dir), "COLUMNS": "200"})
     if check and proc.returncode != 0:
         raise AssertionError(f"mlplane {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
