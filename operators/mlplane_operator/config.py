@@ -13,7 +13,8 @@ a `Platform` object in the cluster (the chart installs one from its `platform:` 
 | `MLPLANE_REGISTRY_TIMEOUT_SECONDS` | how long one MLflow call may take before the operator retries later | 10 |
 | `POD_NAMESPACE` | the operator's namespace: where the chart's default Platform lives | `mlplane` |
 
-The namespaces watched are kopf's command-line choice (`--all-namespaces` or `--namespace`).
+`python -m mlplane_operator` reads them once at start ([`__main__`](__main__.py)) and watches every
+namespace; importing the package reads nothing.
 """
 
 from __future__ import annotations

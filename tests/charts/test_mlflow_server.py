@@ -312,11 +312,12 @@ def test_ambiguous_password_settings_are_refused(values: Obj, message: str) -> N
 
 
 # --------------------------------------------------------------------------- MLflow behind basic auth
-ADMIN_PW, READER_PW = "admin-Pa55word-1", "reader-Pa55word-2"
+ADMIN_PW, WRITER_PW, READER_PW = "admin-Pa55word-1", "writer-Pa55word-3", "reader-Pa55word-2"
 
 
 def test_mlflow_with_auth_refuses_anonymous_writes_and_serves_the_chart_users(tmp_path: Path) -> None:
-    values = {"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW, "readerPassword": READER_PW}}}
+    values = {"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW, "writerPassword": WRITER_PW,
+                                  "readerPassword": READER_PW}}}
     objs = objects(render(values))
     secrets = [o for o in objs if o["kind"] == "Secret"]
     assert {(s["metadata"]["name"], s["metadata"]["namespace"]) for s in secrets} == {
@@ -354,3 +355,39 @@ def test_mlflow_with_auth_refuses_anonymous_writes_and_serves_the_chart_users(tm
         denied = call("POST", "registered-models/create", {"name": "evil"}, headers=reader_headers)
         assert denied.status_code == 403 and "may only read" in denied.json()["message"]
         assert call("GET", "registered-models/get?name=evil", auth=admin).status_code == 404
+
+        # The writer, as ingestion Jobs get it (the serving namespace's Secret): logs and registers ...
+        written = _secret_data(find(secrets, "Secret", "mlplane-mlflow-writer"))
+        writer = (written["username"], written["password"])
+        assert writer == ("mlplane-writer", WRITER_PW)
+        experiment = call("POST", "experiments/create", {"name": "ingest"}, auth=writer)
+        assert experiment.status_code == 200, experiment.text
+        run = call("POST", "runs/create", {"experiment_id": experiment.json()["experiment_id"]}, auth=writer)
+        assert run.status_code == 200, run.text
+        run_id = run.json()["run"]["info"]["run_id"]
+        assert call("POST", "runs/log-batch", {"run_id": run_id, "params": [{"key": "chunk_size", "value": "512"}]},
+                    auth=writer).status_code == 200
+        assert call("POST", "registered-models/create", {"name": "docs-embedder"}, auth=writer).status_code == 200
+        version = call("POST", "model-versions/create", {"name": "docs-embedder", "source": f"runs:/{run_id}/m",
+                                                         "run_id": run_id}, auth=writer)
+        assert version.status_code == 200, version.text
+        assert call("POST", "registered-models/alias", {"name": "docs-embedder", "alias": "champion",
+                                                        "version": version.json()["model_version"]["version"]},
+                    auth=writer).status_code == 200
+        # ... and administers nothing: no deletes, no user or permission management (the admin's calls).
+        for method, path, body in [("DELETE", "registered-models/delete", {"name": "fraud"}),
+                                   ("DELETE", "registered-models/alias",
+                                    {"name": "docs-embedder", "alias": "champion"}),
+                                   ("POST", "runs/delete", {"run_id": run_id}),
+                                   ("POST", "registered-models/rename", {"name": "fraud", "new_name": "f2"}),
+                                   ("POST", "users/create", {"username": "eve", "password": "eve-Pa55word-9"}),
+                                   ("PATCH", "users/update-admin", {"username": "mlplane-writer", "is_admin": True}),
+                                   ("POST", "registered-models/permissions/create",
+                                    {"name": "fraud", "username": "eve", "permission": "MANAGE"})]:
+            refused = call(method, path, body, auth=writer)
+            assert refused.status_code == 403, (method, path, refused.text)
+            assert refused.json()["error_code"] == "PERMISSION_DENIED"
+            assert "needs the admin" in refused.json()["message"]
+        assert call("GET", "registered-models/get?name=fraud", auth=writer).status_code == 200  # still there
+        assert call("DELETE", "registered-models/delete", {"name": "fraud"}, auth=admin).status_code == 200
+        assert call("GET", "registered-models/get?name=fraud", auth=writer).status_code == 404

@@ -256,9 +256,14 @@ def test_auth_takes_mlflows_users_from_an_existing_secret() -> None:
     assert "--app-name=mlplane-auth" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     for var, key in (("MLFLOW_AUTH_ADMIN_USERNAME", "admin-username"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
-                     ("MLPLANE_MLFLOW_READER_PASSWORD", "reader-password")):
+                     ("MLPLANE_MLFLOW_READER_PASSWORD", "reader-password"),
+                     ("MLPLANE_MLFLOW_WRITER_USERNAME", "writer-username"),
+                     ("MLPLANE_MLFLOW_WRITER_PASSWORD", "writer-password")):
         assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-users"
         assert env[var]["valueFrom"]["secretKeyRef"]["key"] == key
+    # The writer and the reader are optional in an existing Secret; the admin is not.
+    assert env["MLPLANE_MLFLOW_WRITER_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert "optional" not in env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]
     operator = {e["name"]: e for e in find(objs, "Deployment", "mlplane-operator")["spec"]["template"]["spec"]
                 ["containers"][0]["env"]}
     assert operator["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-users",
@@ -274,7 +279,10 @@ def test_operator_command_config_and_checksum() -> None:
     objs = scenario_objects("default")
     deployment = find(objs, "Deployment", "mlplane-operator")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:5] == ["kopf", "run", "-m", "mlplane_operator", "--all-namespaces"]
+    # mlplane_operator/__main__.py: kopf on every namespace, standalone, with the probe's liveness endpoint.
+    assert container["command"] == ["python", "-m", "mlplane_operator", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert container["envFrom"] == [{"configMapRef": {"name": "mlplane-operator"}}]
     assert find(objs, "ConfigMap", "mlplane-operator")["data"]["MLFLOW_TRACKING_URI"] == (
         "http://mlplane-mlflow.mlplane.svc:5000")
@@ -321,8 +329,12 @@ def test_schema_rejects_unknown_keys_and_bad_values(values: Obj, where: str) -> 
     ({"mlflow": {"backendStore": {"type": "postgresql"}}}, "mlflow.backendStore.host is required"),
     ({"mlflow": {"artifactStore": {"type": "s3"}}}, "mlflow.artifactStore.bucket is required"),
     ({"mlflow": {"auth": {"enabled": True}}}, "mlflow.auth.enabled needs the admin's password"),
-    ({"mlflow": {"auth": {"enabled": True, "adminPassword": "admin-password-1"}}},
+    ({"mlflow": {"auth": {"enabled": True, "adminPassword": "admin-password-1",
+                          "writerPassword": "writer-password-1"}}},
      "needs the reader's password (KServe's storage initializer"),
+    ({"mlflow": {"auth": {"enabled": True, "adminPassword": "admin-password-1",
+                          "readerPassword": "reader-password-1"}}},
+     "needs the writer's password (ingestion Jobs log their runs as the writer"),
     ({"mlflow": {"replicas": 2}}, "needs mlflow.backendStore.type: postgresql"),
 ])
 def test_invalid_combinations_fail_with_a_clear_message(values: Obj, message: str) -> None:

@@ -19,8 +19,8 @@ from mlplane.k8s.resolve import in_cluster
 from mlplane.spec import ModelDeployment
 from mlplane_operator import platform_plan
 
-ADMIN_PW, READER_PW = "admin-Pa55word-1", "reader-Pa55word-2"
-AUTH = {"enabled": True, "adminPassword": ADMIN_PW, "readerPassword": READER_PW}
+ADMIN_PW, WRITER_PW, READER_PW = "admin-Pa55word-1", "writer-Pa55word-3", "reader-Pa55word-2"
+AUTH = {"enabled": True, "adminPassword": ADMIN_PW, "writerPassword": WRITER_PW, "readerPassword": READER_PW}
 VECTOR_STORE = {"enabled": True, "backend": "milvus", "uri": "http://milvus.milvus.svc:19530",
                 "collections": [{"name": "docs", "source": "/corpus", "schedule": "@daily"}]}
 SERVING_NAMESPACES = ["team-a", "team-b"]
@@ -78,8 +78,30 @@ def test_reader_and_writer_secrets_in_every_serving_namespace() -> None:
         reader, writer = secret(objs, "mlplane-mlflow-reader", ns), secret(objs, "mlplane-mlflow-writer", ns)
         assert reader["type"] == writer["type"] == "kubernetes.io/basic-auth"
         assert reader["stringData"] == {"username": "mlplane-reader", "password": READER_PW}
-        assert writer["stringData"] == {"username": "mlplane-admin", "password": ADMIN_PW}  # mlplane-auth: the admin
-    assert all(READER_PW not in str(o) and ADMIN_PW not in str(o) for o in objs if o["kind"] != "Secret")
+        assert writer["stringData"] == {"username": "mlplane-writer", "password": WRITER_PW}
+    assert all(pw not in str(o) for pw in (ADMIN_PW, WRITER_PW, READER_PW) for o in objs if o["kind"] != "Secret")
+
+
+def admin_password_holders(objs: list[Obj]) -> list[tuple[str, str]]:
+    """(namespace, name) of every rendered object whose text holds the admin's password, base64 or not."""
+    import base64
+
+    forms = (ADMIN_PW, base64.b64encode(ADMIN_PW.encode()).decode())
+    return sorted((o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objs
+                  if any(form in str(o) for form in forms))
+
+
+@pytest.mark.parametrize("artifact_store", [{"type": "pvc"}, {"type": "s3", "bucket": "b"}])
+def test_the_admin_password_never_reaches_a_serving_namespace(artifact_store: Obj) -> None:
+    objs = chart(mlflow={"auth": AUTH, "artifactStore": artifact_store})
+    # Only the release namespace's users Secret holds it (the MLflow server and the operator read it there).
+    assert admin_password_holders(objs) == [(NAMESPACE, "mlplane-mlflow-auth")]
+    users = secret(objs, "mlplane-mlflow-auth", NAMESPACE)["stringData"]
+    assert (users["writer-username"], users["writer-password"]) == ("mlplane-writer", WRITER_PW)
+    for ns in SERVING_NAMESPACES:  # every Secret there, whatever its name
+        held = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["namespace"] == ns]
+        assert {o["metadata"]["name"] for o in held} >= {"mlplane-mlflow-reader", "mlplane-mlflow-writer"}
+        assert all(o["stringData"].get("username") != "mlplane-admin" for o in held)
 
 
 def test_the_platform_names_the_secrets() -> None:
@@ -98,7 +120,7 @@ def test_ray_pods_get_the_reader_and_ingest_jobs_the_writer_from_secrets_that_ex
     for _, container in ray_pods(objs, namespace):
         assert env_from_secrets(container, objs, namespace) == {USERNAME_ENV: "mlplane-reader", PASSWORD_ENV: READER_PW}
     _, container = ingest_pod(objs, namespace)
-    assert env_from_secrets(container, objs, namespace) == {USERNAME_ENV: "mlplane-admin", PASSWORD_ENV: ADMIN_PW}
+    assert env_from_secrets(container, objs, namespace) == {USERNAME_ENV: "mlplane-writer", PASSWORD_ENV: WRITER_PW}
 
 
 def test_network_policy_admits_ray_and_ingest_pods_to_mlflow() -> None:
@@ -118,11 +140,19 @@ def test_network_policy_admits_ray_and_ingest_pods_to_mlflow() -> None:
     assert not allowed(policies_of(limited), Pod("team-a", ingest_labels), mlflow, 5000)
 
 
-def test_auth_needs_the_readers_password() -> None:
+def test_auth_needs_the_readers_and_the_writers_passwords() -> None:
     for artifact_store in ({"type": "pvc"}, {"type": "s3", "bucket": "b"}):
         with pytest.raises(helm_python.HelmError, match=re.escape("set mlflow.auth.readerPassword")):
-            render({"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW},
+            render({"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW, "writerPassword": WRITER_PW},
                                "artifactStore": artifact_store}})
+        with pytest.raises(helm_python.HelmError, match=re.escape("set mlflow.auth.writerPassword")):
+            render({"mlflow": {"auth": {"enabled": True, "adminPassword": ADMIN_PW, "readerPassword": READER_PW},
+                               "artifactStore": artifact_store}})
+    for clash in ("mlplane-admin", "mlplane-reader"):
+        with pytest.raises(helm_python.HelmError, match=re.escape("mlflow.auth.writerUsername must differ")):
+            render({"mlflow": {"auth": {**AUTH, "writerUsername": clash}}})
+    with pytest.raises(helm_python.HelmError, match="writerPassword"):  # the schema: 12 characters or more
+        render({"mlflow": {"auth": {**AUTH, "writerPassword": "short"}}})
     objs = objects(render({"mlflow": {"auth": AUTH, "artifactStore": {"type": "s3", "bucket": "b"}}}))
     assert secret(objs, "mlplane-mlflow-reader", NAMESPACE)["stringData"]["password"] == READER_PW
     assert not [o for o in objs if o["metadata"]["name"] == "mlplane-mlflow-storage"]  # s3: model servers read S3

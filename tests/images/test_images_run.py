@@ -197,7 +197,7 @@ def test_the_operator_command_starts_and_fails_only_for_want_of_an_api_server(
         assert config["tracking_uri"] == env["MLFLOW_TRACKING_URI"] == f"http://mlplane-mlflow.{NAMESPACE}.svc:5000"
         assert config["namespace"] == NAMESPACE
         assert config["resync_seconds"] == float(env["MLPLANE_RESYNC_SECONDS"])
-        # The chart's command: kopf imports mlplane_operator (every handler registers), runs its startup
+        # The chart's command: `python -m mlplane_operator` registers every handler, runs kopf's startup
         # and finds no API server here (neither in-cluster nor a kubeconfig): it must say exactly that,
         # not fail on an import. kopf retries a failed startup, so the test stops it once it has said so.
         proc = subprocess.Popen(buildah.run_argv(ctr, argv, env=env, user=user, mounts=mounts), stdout=subprocess.PIPE,
@@ -219,7 +219,7 @@ def test_the_operator_command_starts_and_fails_only_for_want_of_an_api_server(
 
 
 def test_the_images_run_as_uid_1000_and_carry_their_labels(operator_image: str, serving_image: str) -> None:
-    for tag, entrypoint in ((operator_image, ["kopf", "run", "-m", "mlplane_operator"]),
+    for tag, entrypoint in ((operator_image, ["python", "-m", "mlplane_operator"]),
                             (serving_image, ["python", "-m", "mlplane.serving"])):
         config = buildah.image_config(tag)["OCIv1"]["config"]
         assert config["User"] == "1000:1000"

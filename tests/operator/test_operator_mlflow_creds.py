@@ -20,7 +20,8 @@ from chart_helpers import find, objects, render
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-AUTH = {"enabled": True, "adminPassword": "admin-Pa55word-1", "readerPassword": "reader-Pa55word-2"}
+AUTH = {"enabled": True, "adminPassword": "admin-Pa55word-1", "writerPassword": "writer-Pa55word-3",
+        "readerPassword": "reader-Pa55word-2"}
 
 
 def chart_platform_spec() -> dict:

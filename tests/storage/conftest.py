@@ -105,19 +105,22 @@ def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 ADMIN = ("mlplane-admin", "admin-Pa55word-1")
 READER = ("mlplane-reader", "reader-Pa55word-2")
+WRITER = ("mlplane-writer", "writer-Pa55word-3")
 
 
 @pytest.fixture(scope="package")
 def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
     """MLflow as the chart runs it with `mlflow.auth.enabled` on the default `pvc` store: its artifact proxy
-    behind basic auth (`--app-name mlplane-auth`), an admin and a read-only reader; iris registered as the admin."""
+    behind basic auth (`--app-name mlplane-auth`), an admin, a writer and a read-only reader; iris registered as
+    the admin."""
     from mlplane_pipelines.iris import train_and_register
 
     root = tmp_path_factory.mktemp("mlflow-auth")
     port = free_port(HOST)
     log = root / "mlflow.log"
     users = {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
-             "MLPLANE_MLFLOW_READER_USERNAME": READER[0], "MLPLANE_MLFLOW_READER_PASSWORD": READER[1]}
+             "MLPLANE_MLFLOW_READER_USERNAME": READER[0], "MLPLANE_MLFLOW_READER_PASSWORD": READER[1],
+             "MLPLANE_MLFLOW_WRITER_USERNAME": WRITER[0], "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER[1]}
     env = {**os.environ, **users, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -8,8 +8,9 @@ exactly that env against a real MLflow with the `mlplane-auth` app (tests/storag
 
 - the RAG app's Embedder (`mlplane.rag.serve_app`, the Serve config's args) pins `models:/…@champion` and
   downloads it as the reader;
-- the ingestion pipeline (`python -m mlplane_pipelines.ingest`, the Job's args) logs its run as the writer,
-  into a real Milvus Lite server.
+- the ingestion pipeline (`python -m mlplane_pipelines.ingest`, the Job's args) logs its run as the writer
+  (the chart's `writerUsername`, never the admin), into a real Milvus Lite server; the same writer, from the
+  same env, may not delete what it logged nor manage users (403: the admin's calls).
 
 Without the env MLflow refuses both (401); the reader may not log the ingestion run (403).
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ADMIN, HOST, READER, Mlflow
+from conftest import ADMIN, HOST, READER, WRITER, Mlflow
 
 from mlplane._generated import REPO_ROOT
 from mlplane.auth.mlflow import PASSWORD_ENV, USERNAME_ENV
@@ -60,6 +61,7 @@ print(json.dumps({**embedder.meta, "dim": int(embedder.embedder.embed(["hello"])
 
 def chart_objects(milvus_uri: str) -> list[Obj]:
     values = {"mlflow": {"auth": {"enabled": True, "adminUsername": ADMIN[0], "adminPassword": ADMIN[1],
+                                  "writerUsername": WRITER[0], "writerPassword": WRITER[1],
                                   "readerUsername": READER[0], "readerPassword": READER[1]}},
               "serving": {"namespaces": [NAMESPACE]},
               "platform": {"vectorStore": {"enabled": True, "backend": "milvus", "uri": milvus_uri,
@@ -172,7 +174,7 @@ def test_the_ingest_job_logs_its_run_as_the_writer(auth_mlflow: Mlflow, milvus: 
     assert args[args.index("--tracking-uri") + 1] == auth_mlflow.url
     args[args.index("--source") + 1] = str(corpus)
     env = kubelet_env(container, objs)
-    assert (env[USERNAME_ENV], env[PASSWORD_ENV]) == ADMIN  # the writer: mlplane-auth's admin
+    assert (env[USERNAME_ENV], env[PASSWORD_ENV]) == WRITER  # the chart's writer, not the admin
     argv = [sys.executable, "-m", "mlplane_pipelines.ingest", *args]
 
     refused = run_container_code(argv, without_mlflow_users(env), tmp_path / "anonymous")
@@ -186,3 +188,28 @@ def test_the_ingest_job_logs_its_run_as_the_writer(auth_mlflow: Mlflow, milvus: 
     assert done.returncode == 0, done.stderr[-3000:]
     params = last_ingest_params(auth_mlflow.url, "docs")
     assert params["collection"] == "docs" and params["source"] == str(corpus)
+
+    # The same pod env may not undo or administer anything: deleting the run, adding a user (the admin's).
+    denied = run_container_code([sys.executable, "-c", ADMIN_CALLS_CODE, auth_mlflow.url], env, tmp_path / "deny")
+    assert denied.returncode == 0, denied.stderr[-3000:]
+    assert json.loads(denied.stdout.strip().splitlines()[-1]) == {"runs/delete": 403, "users/create": 403}
+    assert last_ingest_params(auth_mlflow.url, "docs")["collection"] == "docs"  # the run is still there
+
+
+# Admin-only calls, made with the pod's MLflow env (MLFLOW_TRACKING_USERNAME/PASSWORD), as MLflow's client sends.
+ADMIN_CALLS_CODE = """
+import json, os, sys
+import requests
+from mlflow.tracking import MlflowClient
+url = sys.argv[1]
+auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
+client = MlflowClient(tracking_uri=url)
+exp = client.get_experiment_by_name("mlplane-ingest")
+(run,) = client.search_runs([exp.experiment_id], max_results=1)
+out = {}
+for path, body in (("runs/delete", {"run_id": run.info.run_id}),
+                   ("users/create", {"username": "eve", "password": "eve-Pa55word-9"})):
+    out[path] = requests.post(f"{url}/api/2.0/mlflow/{path}", json=body, auth=auth, timeout=30).status_code
+print(json.dumps(out))
+"""
+

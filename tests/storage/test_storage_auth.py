@@ -17,7 +17,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import READER, Mlflow
+from conftest import READER, WRITER, Mlflow
 from kserve_storage import Storage
 from test_storage_uri import deployment, predicts_iris
 
@@ -33,6 +33,7 @@ from chart_helpers import find, objects, render
 
 def _storage_secret() -> dict[str, str]:
     values = {"mlflow": {"auth": {"enabled": True, "adminPassword": "admin-Pa55word-1",
+                                  "writerUsername": WRITER[0], "writerPassword": WRITER[1],
                                   "readerUsername": READER[0], "readerPassword": READER[1]}}}
     objs = objects(render(values))
     secret = find(objs, "Secret", "mlplane-mlflow-storage")

@@ -28,6 +28,7 @@ from mlplane.runtime.local.plan import mlflow_process, process_environment
 
 ADMIN_PW = "admin-password-123"
 READER_PW = "reader-password-456"
+WRITER_PW = "writer-password-789"
 
 
 async def _echo(scope, receive, send) -> None:  # stands in for MLflow's app: says it was reached
@@ -37,7 +38,8 @@ async def _echo(scope, receive, send) -> None:  # stands in for MLflow's app: sa
 
 def _app() -> BasicAuthApp:
     users = users_from_env({"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PW,
-                            "MLPLANE_MLFLOW_READER_USERNAME": "reader", "MLPLANE_MLFLOW_READER_PASSWORD": READER_PW})
+                            "MLPLANE_MLFLOW_READER_USERNAME": "reader", "MLPLANE_MLFLOW_READER_PASSWORD": READER_PW,
+                            "MLPLANE_MLFLOW_WRITER_USERNAME": "writer", "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER_PW})
     return BasicAuthApp(_echo, users)
 
 
@@ -78,6 +80,50 @@ def test_admin_reads_and_writes_reader_only_reads() -> None:
     assert "may only read" in denied.json()["message"]
 
 
+# What MLflow's client sends to log an ingestion run or a model (MLflow 3: logged models) and register it.
+WRITER_MAY = [("POST", "/api/2.0/mlflow/experiments/create"), ("POST", "/api/2.0/mlflow/experiments/search"),
+              ("POST", "/api/2.0/mlflow/runs/create"), ("POST", "/api/2.0/mlflow/runs/log-batch"),
+              ("POST", "/api/2.0/mlflow/runs/set-tag"), ("POST", "/api/2.0/mlflow/runs/update"),
+              ("POST", "/api/2.0/mlflow/runs/outputs"), ("POST", "/api/2.0/mlflow/logged-models"),
+              ("POST", "/api/2.0/mlflow/logged-models/m-1a2b/params"),
+              ("PATCH", "/api/2.0/mlflow/logged-models/m-1a2b"),
+              ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/models/m-1a2b/artifacts/MLmodel"),
+              ("POST", "/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts/model.bin"),
+              ("POST", "/api/2.0/mlflow/registered-models/create"), ("POST", "/api/2.0/mlflow/model-versions/create"),
+              ("POST", "/api/2.0/mlflow/registered-models/alias"), ("GET", "/api/2.0/mlflow/registered-models/alias"),
+              ("GET", "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/model.tar.gz")]
+# The admin's: deletes, renames, stages, webhooks, gateway secrets, workspaces, and users and permissions
+# (MLflow's basic-auth API paths: refused before they could ever reach a server that has them).
+ADMIN_ONLY = [("DELETE", "/api/2.0/mlflow/registered-models/delete"),
+              ("DELETE", "/api/2.0/mlflow/model-versions/delete"),
+              ("DELETE", "/api/2.0/mlflow/registered-models/alias"), ("POST", "/api/2.0/mlflow/experiments/delete"),
+              ("POST", "/api/2.0/mlflow/runs/delete"), ("DELETE", "/api/2.0/mlflow-artifacts/artifacts/1/r/a"),
+              ("DELETE", "/api/2.0/mlflow/logged-models/m-1a2b"), ("POST", "/api/2.0/mlflow/registered-models/rename"),
+              ("POST", "/api/2.0/mlflow/model-versions/transition-stage"), ("POST", "/api/2.0/mlflow/webhooks"),
+              ("POST", "/api/3.0/mlflow/gateway/secrets/create"), ("POST", "/api/3.0/mlflow/workspaces"),
+              ("POST", "/api/2.0/mlflow/users/create"), ("PATCH", "/api/2.0/mlflow/users/update-admin"),
+              ("DELETE", "/api/2.0/mlflow/users/delete"), ("POST", "/api/2.0/mlflow/experiments/permissions/create"),
+              ("POST", "/api/2.0/mlflow/registered-models/permissions/create"), ("POST", "/graphql"),
+              ("POST", "/api/2.0/mlflow/runs/create/extra"), ("POST", "/prefix/api/2.0/mlflow/runs/create")]
+
+
+def test_the_writer_logs_and_registers_and_administers_nothing() -> None:
+    for method, path in WRITER_MAY:
+        r = _call(method, path, auth=("writer", WRITER_PW))
+        assert (r.status_code, r.text) == (200, "reached MLflow"), (method, path)
+    for method, path in ADMIN_ONLY:
+        denied = _call(method, path, auth=("writer", WRITER_PW))
+        assert denied.status_code == 403 and denied.json()["error_code"] == "PERMISSION_DENIED", (method, path)
+        assert f"{method} {path} needs the admin user" in denied.json()["message"]
+        assert _call(method, path, auth=("admin", ADMIN_PW)).status_code == 200, (method, path)
+    # The reader still writes nothing the writer may.
+    for method, path in WRITER_MAY:
+        if method not in ("GET", "HEAD"):
+            denied = _call(method, path, auth=("reader", READER_PW))
+            assert denied.status_code == 403, (method, path)
+            assert "needs the writer or the admin user" in denied.json()["message"]
+
+
 def test_a_server_without_usable_credentials_does_not_start() -> None:
     with pytest.raises(AuthConfigError, match="MLFLOW_AUTH_ADMIN_PASSWORD"):
         users_from_env({"MLFLOW_AUTH_ADMIN_USERNAME": "admin"})
@@ -86,6 +132,21 @@ def test_a_server_without_usable_credentials_does_not_start() -> None:
     with pytest.raises(AuthConfigError, match="MLPLANE_MLFLOW_READER_PASSWORD"):
         users_from_env({"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PW,
                         "MLPLANE_MLFLOW_READER_USERNAME": "reader"})
+    admin = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PW}
+    with pytest.raises(AuthConfigError, match="MLPLANE_MLFLOW_WRITER_PASSWORD .*at least 12"):
+        users_from_env({**admin, "MLPLANE_MLFLOW_WRITER_USERNAME": "writer", "MLPLANE_MLFLOW_WRITER_PASSWORD": "short"})
+    with pytest.raises(AuthConfigError, match="MLPLANE_MLFLOW_WRITER_USERNAME must be set"):
+        users_from_env({**admin, "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER_PW})
+    with pytest.raises(AuthConfigError,
+                       match="MLPLANE_MLFLOW_WRITER_USERNAME must differ from MLFLOW_AUTH_ADMIN_USERNAME"):
+        users_from_env({**admin, "MLPLANE_MLFLOW_WRITER_USERNAME": "admin",
+                        "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER_PW})
+    with pytest.raises(AuthConfigError, match="MLPLANE_MLFLOW_READER_USERNAME must differ from MLPLANE_MLFLOW_WRITER"):
+        users_from_env({**admin, "MLPLANE_MLFLOW_WRITER_USERNAME": "w", "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER_PW,
+                        "MLPLANE_MLFLOW_READER_USERNAME": "w", "MLPLANE_MLFLOW_READER_PASSWORD": READER_PW})
+    roles = {u.username: u.role for u in users_from_env({**admin, "MLPLANE_MLFLOW_WRITER_USERNAME": "w",
+                                                          "MLPLANE_MLFLOW_WRITER_PASSWORD": WRITER_PW})}
+    assert roles == {"admin": "admin", "w": "writer"}  # the reader is optional, and so is the writer
 
 
 def test_credentials_are_generated_once_private_and_reused(tmp_path: Path) -> None:

@@ -205,7 +205,13 @@ seccompProfile:
 {{- if and $auth.enabled (not $auth.existingSecret) (not $auth.readerPassword) }}
 {{- fail "mlflow.auth.enabled needs the reader's password (KServe's storage initializer and the RayService pods read models from MLflow as the reader): set mlflow.auth.readerPassword (12 characters or more), or mlflow.auth.existingSecret" }}
 {{- end }}
+{{- if and $auth.enabled (not $auth.existingSecret) (not $auth.writerPassword) }}
+{{- fail "mlflow.auth.enabled needs the writer's password (ingestion Jobs log their runs as the writer; the admin's password never leaves the release namespace): set mlflow.auth.writerPassword (12 characters or more), or mlflow.auth.existingSecret" }}
+{{- end }}
 {{- if and $auth.enabled (not $auth.existingSecret) (eq $auth.adminUsername $auth.readerUsername) }}
 {{- fail "mlflow.auth.readerUsername must differ from mlflow.auth.adminUsername" }}
+{{- end }}
+{{- if and $auth.enabled (not $auth.existingSecret) (has $auth.writerUsername (list $auth.adminUsername $auth.readerUsername)) }}
+{{- fail "mlflow.auth.writerUsername must differ from mlflow.auth.adminUsername and mlflow.auth.readerUsername" }}
 {{- end }}
 {{- end }}

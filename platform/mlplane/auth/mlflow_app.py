@@ -8,10 +8,17 @@ unchanged; this factory wraps MLflow's ASGI app so that every request but ``GET 
 - the admin (``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``, MLflow's own names for its
   basic-auth app's admin): reads and writes everything;
 - optionally a reader (``MLPLANE_MLFLOW_READER_USERNAME`` / ``MLPLANE_MLFLOW_READER_PASSWORD``): ``GET``
-  and ``HEAD`` only, e.g. for KServe's storage initializer downloading proxied artifacts.
+  and ``HEAD`` only, e.g. for KServe's storage initializer downloading proxied artifacts;
+- optionally a writer (``MLPLANE_MLFLOW_WRITER_USERNAME`` / ``MLPLANE_MLFLOW_WRITER_PASSWORD``), e.g. for
+  ingestion Jobs and training jobs: everything the reader may, and the writes of logging and registering
+  (:data:`WRITER_CALLS`): create experiments and runs, log params, metrics, tags, inputs and logged models,
+  upload artifacts, create registered models and model versions, set aliases. Nothing that deletes,
+  renames, restores or moves stages, no webhooks, gateway, workspaces or scorers, and no user or
+  permission management: those are the admin's.
 
-No credentials: ``401`` with ``WWW-Authenticate: Basic realm="mlflow"``; a reader that writes: ``403``;
-both with MLflow's JSON error body. The comparison is constant-time; passwords never reach a log.
+No credentials: ``401`` with ``WWW-Authenticate: Basic realm="mlflow"``; a reader that writes or a writer
+beyond its calls: ``403``; both with MLflow's JSON error body. The comparison is constant-time; passwords
+never reach a log.
 
 MLflow's own ``basic-auth`` app (users and permissions in a database) needs the ``mlflow[auth]`` extra
 (Flask-WTF), which mlplane's lock does not include; this app needs nothing beyond MLflow.
@@ -24,17 +31,20 @@ import binascii
 import hmac
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["APP_NAME", "BasicAuthApp", "User", "create_app", "users_from_env"]
+__all__ = ["APP_NAME", "WRITER_CALLS", "BasicAuthApp", "Role", "User", "create_app", "may", "users_from_env"]
 
 APP_NAME = "mlplane-auth"
 ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 READER_USERNAME_ENV = "MLPLANE_MLFLOW_READER_USERNAME"
 READER_PASSWORD_ENV = "MLPLANE_MLFLOW_READER_PASSWORD"
+WRITER_USERNAME_ENV = "MLPLANE_MLFLOW_WRITER_USERNAME"
+WRITER_PASSWORD_ENV = "MLPLANE_MLFLOW_WRITER_PASSWORD"
 MIN_PASSWORD_LENGTH = 12  # as MLflow's basic-auth app requires
 OPEN_PATHS = frozenset({"/health"})  # probes (kubelet, supervisor) need no credentials
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -45,11 +55,45 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+Role = Literal["admin", "writer", "reader"]
+
+_API = r"/(?:ajax-)?api/2\.0/mlflow"
+_ARTIFACTS = r"/(?:ajax-)?api/2\.0/mlflow-artifacts"
+#: What the writer may call besides reads (``GET``, ``HEAD``, ``OPTIONS``): (method, full-path pattern).
+#: What MLflow's client sends to log a run with params, metrics, tags, inputs and models (MLflow 3's logged
+#: models, artifacts through the server's proxy, multipart too), register a model version and set an alias
+#: (``mlplane_pipelines.ingest``, ``mlplane.registry.register_model``), and the searches MLflow sends as POST.
+WRITER_CALLS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((method, re.compile(pattern)) for method, pattern in (
+    ("POST", rf"{_API}/experiments/(?:create|search|set-experiment-tag)"),
+    ("POST", rf"{_API}/runs/(?:create|update|search|set-tag|log-batch|log-metric|log-parameter|log-inputs"
+             r"|log-model|outputs)"),
+    ("POST", rf"{_API}/logged-models(?:/search|/[^/]+/params)?"),
+    ("PATCH", rf"{_API}/logged-models/[^/]+(?:/tags)?"),
+    ("PUT", rf"{_ARTIFACTS}/artifacts/.+"),
+    ("POST", rf"{_ARTIFACTS}/mpu/(?:create|complete|abort)/.+"),
+    ("POST", rf"{_API}/registered-models/(?:create|alias|get-latest-versions)"),
+    ("POST", rf"{_API}/model-versions/create"),
+))
+
+
+def may(role: Role, method: str, path: str) -> bool:
+    """Whether a user of ``role`` may make the HTTP call ``method path`` (websockets: the admin only)."""
+    if role == "admin":
+        return True
+    if method in READ_METHODS:
+        return True
+    return role == "writer" and any(m == method and p.fullmatch(path) for m, p in WRITER_CALLS)
+
+
 @dataclass(frozen=True)
 class User:
     username: str
     password: bytes = field(repr=False)
-    read_only: bool = False
+    role: Role = "admin"
+
+    @property
+    def read_only(self) -> bool:
+        return self.role == "reader"
 
 
 class AuthConfigError(ValueError):
@@ -58,10 +102,13 @@ class AuthConfigError(ValueError):
 
 def users_from_env(environ: MutableMapping[str, str] | None = None) -> list[User]:
     env = os.environ if environ is None else environ
-    users = []
-    for user_var, password_var, read_only, required in (
-            (ADMIN_USERNAME_ENV, ADMIN_PASSWORD_ENV, False, True),
-            (READER_USERNAME_ENV, READER_PASSWORD_ENV, True, False)):
+    users: list[User] = []
+    named: dict[str, str] = {}  # user name -> the variable that set it
+    roles: tuple[tuple[str, str, Role, bool], ...] = (
+        (ADMIN_USERNAME_ENV, ADMIN_PASSWORD_ENV, "admin", True),
+        (WRITER_USERNAME_ENV, WRITER_PASSWORD_ENV, "writer", False),
+        (READER_USERNAME_ENV, READER_PASSWORD_ENV, "reader", False))
+    for user_var, password_var, role, required in roles:
         username, password = env.get(user_var, ""), env.get(password_var, "")
         if not username and not password and not required:
             continue
@@ -70,9 +117,10 @@ def users_from_env(environ: MutableMapping[str, str] | None = None) -> list[User
         if len(password) < MIN_PASSWORD_LENGTH:
             raise AuthConfigError(f"{password_var} must be set to a password of at least "
                                   f"{MIN_PASSWORD_LENGTH} characters (user {username!r})")
-        users.append(User(username, password.encode(), read_only))
-    if len({u.username for u in users}) != len(users):
-        raise AuthConfigError(f"{READER_USERNAME_ENV} must differ from {ADMIN_USERNAME_ENV}")
+        if username in named:
+            raise AuthConfigError(f"{user_var} must differ from {named[username]} (both {username!r})")
+        named[username] = user_var
+        users.append(User(username, password.encode(), role))
     return users
 
 
@@ -120,9 +168,13 @@ class BasicAuthApp:
                           "MLflow needs credentials (HTTP basic): set MLFLOW_TRACKING_USERNAME and "
                           "MLFLOW_TRACKING_PASSWORD, e.g. with `eval \"$(mlplane env)\"`")
             return
-        if user.read_only and (scope["type"] == "websocket" or method not in READ_METHODS):
+        path = scope.get("path", "")
+        if user.role != "admin" and (scope["type"] == "websocket" or not may(user.role, method, path)):
+            what = "may only read (GET)" if user.role == "reader" else (
+                "may log runs and models, register model versions and set aliases, nothing more")
+            needed = "the writer or the admin user" if may("writer", method, path) else "the admin user"
             await _refuse(scope, send, 403, "PERMISSION_DENIED",
-                          f"MLflow user {user.username!r} may only read (GET); {method} needs the admin user")
+                          f"MLflow user {user.username!r} {what}; {method} {path} needs {needed}")
             return
         await self.app(scope, receive, send)
 

@@ -140,21 +140,28 @@ Username = Annotated[str, Field(pattern=r"^[^:\s]+$")]  # HTTP basic auth: no ':
 class MlflowAuth(Values):
     enabled: bool = Field(default=False, description=(
         "MLflow behind HTTP basic auth (`mlflow server --app-name mlplane-auth`): every call but /health needs a "
-        "user. The operator and ingestion Jobs use the admin; KServe's storage initializer and RayService pods "
-        "read as the reader. The release Platform's spec.tracking.credentials names the Secrets "
+        "user. The operator uses the admin, ingestion Jobs the writer; KServe's storage initializer and RayService "
+        "pods read as the reader. The release Platform's spec.tracking.credentials names the Secrets "
         "`<fullname>-mlflow-reader` and `<fullname>-mlflow-writer` (keys `username`, `password`), which the chart "
-        "creates in every serving namespace."))
-    admin_username: Username = Field(default="mlplane-admin", description="Admin user (reads and writes).")
+        "creates in every serving namespace; the admin's password stays in the release namespace."))
+    admin_username: Username = Field(default="mlplane-admin", description=(
+        "Admin user (reads and writes everything, deletes included)."))
     admin_password: Password = Field(default="", description=(
         "Admin password (12 characters or more), written into the Secret `<fullname>-mlflow-auth`; prefer "
         "`existingSecret` outside trials."))
+    writer_username: Username = Field(default="mlplane-writer", description=(
+        "Writer user (ingestion Jobs, training jobs): reads, logs runs, artifacts and models, registers model "
+        "versions and sets aliases; never deletes, renames or administers."))
+    writer_password: Password = Field(default="", description=(
+        "Writer password (12 characters or more); required with `enabled` unless `existingSecret`."))
     reader_username: Username = Field(default="mlplane-reader", description="Read-only user (GET and HEAD only).")
     reader_password: Password = Field(default="", description=(
         "Reader password (12 characters or more); required with `enabled` unless `existingSecret`."))
     existing_secret: str = Field(default="", description=(
-        "Secret with keys `admin-username`, `admin-password` (optionally `reader-username`, `reader-password`); "
-        "then create in every serving namespace the Secrets `<fullname>-mlflow-reader` and `<fullname>-mlflow-writer` "
-        "(keys `username`, `password`: the reader and a user that may write) and, with `artifactStore.type: pvc`, "
+        "Secret with keys `admin-username`, `admin-password` (optionally `writer-username`, `writer-password`, "
+        "`reader-username`, `reader-password`); then create in every serving namespace the Secrets "
+        "`<fullname>-mlflow-reader` and `<fullname>-mlflow-writer` (keys `username`, `password`: the reader and "
+        "the writer) and, with `artifactStore.type: pvc`, "
         "`<fullname>-mlflow-storage` (keys `https-host`, `headers`)."))
 
 
