@@ -47,8 +47,8 @@ NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; \
 	elif unshare -rn true 2>/dev/null; then echo "unshare -rn"; fi)
 LOOPBACK_ONLY := $(if $(NETNS),$(NETNS) sh -c 'ip link set lo up && exec "$$@"' sh)
 
-## test: create/update the venv, check the import layers, then run the whole test suite (loopback only)
-test: venv system-deps image-base lint-imports
+## test: create/update the venv, check the import layers and the types, then run the whole test suite (loopback only)
+test: venv system-deps image-base lint-imports typecheck
 	$(LOOPBACK_ONLY) $(BIN)/python -m pytest
 
 ## lint: ruff over the code
@@ -75,7 +75,7 @@ docs: venv
 	$(BIN)/python -m mlplane.cli.reference
 
 ## check: the pre-commit gate
-check: lint lint-imports test
+check: lint lint-imports typecheck test
 
 # ---------------------------------------------------------------------------- container images
 # images/<name>.Containerfile, tagged as mlplane.images names them (ghcr.io/mlplane/<name>:<version>).

@@ -81,7 +81,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     def platform_namespaces(name: str, namespace: str | None, **_: Any) -> dict[str, str | None]:
         return {name: namespace}
 
-    @kopf.on.event(*platforms, id="notify-deployments", registry=registry)
+    # kopf passes its indices as keyword arguments by name; its WatchingFn protocol has no way to say so
+    @kopf.on.event(*platforms, id="notify-deployments", registry=registry)  # type: ignore[arg-type]
     def notify_deployments(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                            deployments_by_platform: kopf.Index[str, tuple[str, str, str | None]],
                            platform_namespaces: kopf.Index[str, str], **_: Any) -> None:

@@ -118,10 +118,10 @@ def conditions(previous: Iterable[Mapping[str, Any]], updates: Iterable[Conditio
     merged = {c["type"]: dict(c) for c in previous if c.get("type")}
     for update in updates:
         before = merged.get(update.type)
-        changed = before is None or before.get("status") != update.status
+        kept = now if before is None or before.get("status") != update.status else before.get("lastTransitionTime", now)
         merged[update.type] = {
             "type": update.type, "status": update.status, "reason": update.reason, "message": update.message,
-            "lastTransitionTime": now if changed else before.get("lastTransitionTime", now),  # type: ignore[union-attr]
+            "lastTransitionTime": kept,
             "observedGeneration": generation,
         }
     order = {t: i for i, t in enumerate(CONDITION_TYPES)}

@@ -57,7 +57,7 @@ class PlatformController:
             patch["status"] = changes
         if error is not None:
             logger.warning(str(error))
-            before = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), {})
+            before: dict[str, Any] = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), {})
             if (before.get("reason"), before.get("message")) != (updates[0].reason, updates[0].message):
                 kopf.warn(body, reason=updates[0].reason, message=updates[0].message)
             raise error

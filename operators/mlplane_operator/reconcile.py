@@ -311,7 +311,9 @@ class Controller:
             ref = parse_model_ref(str((body.get("spec") or {}).get("model", "")))
         except ValueError:
             return  # an invalid spec never tagged anything
-        registry = self.registry(self._tracking_uri_of(body)) if ref.kind != "uri" else None
+        if ref.kind == "uri":
+            return  # storage URIs are not in the registry: nothing was tagged
+        registry = self.registry(self._tracking_uri_of(body))
         if registry is None:
             return
         try:

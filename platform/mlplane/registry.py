@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplane.resolution import Signature
-from mlplane.spec import ModelRef
+from mlplane.spec import AliasRef, ModelRef, VersionRef
 
 T = TypeVar("T")
 
@@ -125,7 +125,7 @@ def storage_failure(what: str, exc: BaseException) -> RegistryError | None:
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 
-def _failure(ref: ModelRef, exc: MlflowException) -> RegistryError:
+def _failure(ref: AliasRef | VersionRef, exc: MlflowException) -> RegistryError:
     if exc.error_code in NOT_FOUND_CODES:
         return RegistryError(_describe(ref, exc))
     return RegistryUnavailable(f"{ref.uri}: the registry did not answer ({_short(exc)})")
@@ -274,7 +274,7 @@ def signature(tracking_uri: str, uri: str) -> Signature:
     return Signature(inputs_from_schema(sig.inputs), outputs_from_schema(sig.outputs))
 
 
-def _describe(ref: ModelRef, exc: MlflowException) -> str:
+def _describe(ref: AliasRef | VersionRef, exc: MlflowException) -> str:
     what = f"alias '{ref.alias}'" if ref.kind == "alias" else f"version {ref.version}"
     return f"{ref.uri}: registered model '{ref.name}' has no {what} ({_short(exc)})"
 

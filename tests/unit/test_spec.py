@@ -8,12 +8,15 @@ import pytest
 
 from mlplane.spec import (
     API_VERSION,
+    AliasRef,
     ModelDeployment,
     ModelRef,
     ModelRefError,
     Platform,
     Problem,
     SpecError,
+    UriRef,
+    VersionRef,
     dump_yaml,
     load_dict,
     load_file,
@@ -89,7 +92,7 @@ def test_minimal_deployment_gets_defaults() -> None:
     assert dep.metadata.name == "iris"
     assert dep.spec.runtime == "kserve" and dep.spec.replicas == 1 and dep.spec.autoscaling is None
     assert dep.spec.resources.gpus == 0 and dep.status is None
-    assert dep.model_ref == ModelRef("version", "iris", None, "3", "models:/iris/3")
+    assert dep.model_ref == VersionRef("iris", "3")
 
 
 def test_full_deployment_fields() -> None:
@@ -143,7 +146,7 @@ def test_iris_examples() -> None:
     [dep] = load_file(EXAMPLES / "iris" / "deployment.yaml")
     assert isinstance(platform, Platform) and isinstance(dep, ModelDeployment)
     assert dep.metadata.name == "iris" and dep.spec.runtime == "kserve"
-    assert dep.model_ref == ModelRef("alias", "iris", "champion", None, "models:/iris@champion")
+    assert dep.model_ref == AliasRef("iris", "champion")
 
 
 # --- bad files --------------------------------------------------------------------------------
@@ -349,17 +352,15 @@ def test_error_is_never_a_pydantic_dump() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("models:/iris@champion", ModelRef("alias", "iris", "champion", None, "models:/iris@champion")),
-        ("models:/my.model-v2_x@prod-1", ModelRef("alias", "my.model-v2_x", "prod-1", None,
-                                                  "models:/my.model-v2_x@prod-1")),
-        ("models:/iris/3", ModelRef("version", "iris", None, "3", "models:/iris/3")),
-        ("s3://bucket/path", ModelRef("uri", None, None, None, "s3://bucket/path")),
-        ("gs://bucket/m", ModelRef("uri", None, None, None, "gs://bucket/m")),
-        ("file:///tmp/model", ModelRef("uri", None, None, None, "file:///tmp/model")),
-        ("runs:/0a1b2c/model", ModelRef("uri", None, None, None, "runs:/0a1b2c/model")),
-        ("mlflow-artifacts:/1/abc/artifacts/model", ModelRef("uri", None, None, None,
-                                                             "mlflow-artifacts:/1/abc/artifacts/model")),
-        ("/var/models/iris", ModelRef("uri", None, None, None, "/var/models/iris")),
+        ("models:/iris@champion", AliasRef("iris", "champion")),
+        ("models:/my.model-v2_x@prod-1", AliasRef("my.model-v2_x", "prod-1")),
+        ("models:/iris/3", VersionRef("iris", "3")),
+        ("s3://bucket/path", UriRef("s3://bucket/path")),
+        ("gs://bucket/m", UriRef("gs://bucket/m")),
+        ("file:///tmp/model", UriRef("file:///tmp/model")),
+        ("runs:/0a1b2c/model", UriRef("runs:/0a1b2c/model")),
+        ("mlflow-artifacts:/1/abc/artifacts/model", UriRef("mlflow-artifacts:/1/abc/artifacts/model")),
+        ("/var/models/iris", UriRef("/var/models/iris")),
     ],
 )
 def test_parse_model_ref(text: str, expected: ModelRef) -> None:
@@ -388,3 +389,13 @@ def test_parse_model_ref_rejects(text: str, why: str) -> None:
         parse_model_ref(text)
     assert why in str(info.value) and "accepted forms" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_model_ref_variants_carry_their_own_fields() -> None:
+    version = parse_model_ref("models:/iris/007")
+    assert version == VersionRef("iris", "7") and version.kind == "version" and str(version) == "models:/iris/7"
+    alias = parse_model_ref("models:/iris@champion")
+    assert (alias.kind, alias.name, alias.alias, alias.is_registry) == ("alias", "iris", "champion", True)
+    plain = parse_model_ref("s3://bucket/m")
+    assert (plain.kind, plain.uri, plain.is_registry) == ("uri", "s3://bucket/m", False)
+    assert not hasattr(plain, "name") and not hasattr(alias, "version") and not hasattr(version, "alias")

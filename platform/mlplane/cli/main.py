@@ -280,9 +280,11 @@ def deploy(
                 "metadata": {"name": name},
                 "spec": {"model": model, **({"runtime": runtime} if runtime else {})}}
         try:
-            sources = [(load_dict(data, source="command line"), "command line")]
+            dep = load_dict(data, source="command line")
         except SpecError as exc:
             raise fail(str(exc)) from None
+        assert isinstance(dep, ModelDeployment)  # the kind set above
+        sources = [(dep, "command line")]
     else:
         raise fail("nothing to deploy: pass -f FILE, or NAME and --model URI")
     results = []
@@ -362,8 +364,7 @@ def render(
     from mlplane.triton.repository import TritonRepoError
 
     if ingest is not None:
-        objects = rag_cli.render_ingest_objects(ingest, platform_file)
-        emit_manifests(objects, output)
+        emit_manifests(rag_cli.render_ingest_objects(ingest, platform_file), output)
         return
     if file is None:
         raise fail("give --file (deployments) or --ingest COLLECTION --platform FILE")

@@ -128,7 +128,8 @@ def feature_store_status(obj: Obj | None) -> FeatureStoreState:
         return FeatureStoreState(False, "FeatureStoreMissing", "the FeatureStore does not exist yet")
     status = obj.get("status") or {}
     phase = status.get("phase") or "Pending"
-    ready_condition = next((c for c in status.get("conditions") or [] if c.get("type") == "FeatureStore"), {})
+    conditions = status.get("conditions") or []
+    ready_condition: Obj = next((c for c in conditions if c.get("type") == "FeatureStore"), {})
     host = (status.get("serviceHostnames") or {}).get("onlineStore")
     url = None
     if host:

@@ -154,13 +154,13 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str, no_def
             node = {**inner, **node}  # keys beside anyOf (description, default) win
         elif _is_quantity(options):
             pattern = next(o["pattern"] for o in options if o.get("type") == "string")
-            out = {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": pattern,
-                   "x-kubernetes-int-or-string": True}
+            quantity: dict[str, Any] = {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": pattern,
+                                        "x-kubernetes-int-or-string": True}
             if "description" in node:
-                out["description"] = node["description"]
+                quantity["description"] = node["description"]
             if nullable:
-                out["nullable"] = True
-            return out
+                quantity["nullable"] = True
+            return quantity
         else:
             raise ValueError(f"{path or '<root>'}: cannot express anyOf {options} in a structural schema; "
                              "add a case to mlplane.k8s.crds._convert")

@@ -206,7 +206,6 @@ def resolve_served(deployment: ModelDeployment, platform: Platform, registry: Se
                              check_location=None if runtime == "ray" else lambda loc: fetchable_uri(loc, base))
     if not needs_archive(deployment, platform, resolved.location):
         return plan_served(deployment, platform, resolved, base, None)
-    assert ref.name is not None
     try:
         run = registry.run_artifacts(ref.name, resolved.version)
         planned = plan_served(deployment, platform, resolved, base, run)

@@ -76,7 +76,8 @@ def extractive_answer(question: str, hits: list[Hit], max_sentences: int = 3) ->
         return matched / math.sqrt(1 + len(bags[k])) + 0.05 / sentences[k].hit
 
     ranked = sorted(range(len(sentences)), key=lambda k: (-score(k), sentences[k].order))
-    chosen, texts = [], set()
+    chosen: list[int] = []
+    texts: set[str] = set()
     for k in ranked:
         if len(chosen) == max_sentences or not bags[k] & wanted:
             break

@@ -95,10 +95,12 @@ class SmolLM:
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Mapping[str, str]], max_tokens: int, temperature: float) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+        from transformers import BatchEncoding, TextIteratorStreamer
 
-        inputs = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+        inputs = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True)
+        if not isinstance(inputs, BatchEncoding):  # tokenized with return_dict: transformers returns one
+            raise GenerationError(f"the chat template gave {type(inputs).__name__}, not the model's inputs")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         kwargs = {**inputs, "max_new_tokens": max_tokens, "streamer": streamer,

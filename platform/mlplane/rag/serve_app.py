@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from mlplane.rag import api as dp
 from mlplane.rag.openai_types import ChatCompletionRequest, EmbeddingRequest, RetrieveRequest
@@ -95,8 +95,9 @@ class Embedder:
         uri, version = _pin(cfg.model_uri, tracking_uri)
         self.embedder = load_embedder(uri, tracking_uri)
         self.meta = {"model": cfg.model_uri, "uri": uri, "version": version}
-        self.embed_one.set_max_batch_size(cfg.max_batch_size)
-        self.embed_one.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        # serve.batch is annotated as returning the plain coroutine function; it is Ray's batch wrapper, with these
+        self.embed_one.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
+        self.embed_one.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def embed_one(self, texts: list[str]) -> list[np.ndarray]:
@@ -316,6 +317,7 @@ class Ingress:
         max_tokens = min(req.max_completion_tokens or req.max_tokens or gen.max_tokens, gen.max_tokens)
         temperature = gen.temperature if req.temperature is None else req.temperature
         pieces = self.generator.options(stream=True).stream.remote(q.text, hits, max_tokens, temperature)
+        assert isinstance(pieces, DeploymentResponseGenerator)  # stream=True: Ray streams the answer
         answering = _check(await pieces.__anext__())
         meta = {"embedder": embedder, "generator": answering, "collection": q.collection}
         cid = dp.completion_id()
@@ -347,9 +349,10 @@ class Ingress:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run`` / a Serve config's ``import_path`` (``args``: :class:`RagAppArgs`)."""
     cfg = RagAppArgs.model_validate(args)
-    return Ingress.bind(
-        Embedder.bind(cfg.embedder.model_dump(), cfg.tracking_uri),
-        Retriever.bind(cfg.vector_store_uri, cfg.vector_index),
-        Generator.bind(cfg.generator.model_dump(), cfg.tracking_uri),
+    # serve.deployment turns each class into a Deployment (with .bind); Ray's annotations keep the class type
+    return Ingress.bind(  # type: ignore[attr-defined]
+        Embedder.bind(cfg.embedder.model_dump(), cfg.tracking_uri),  # type: ignore[attr-defined]
+        Retriever.bind(cfg.vector_store_uri, cfg.vector_index),  # type: ignore[attr-defined]
+        Generator.bind(cfg.generator.model_dump(), cfg.tracking_uri),  # type: ignore[attr-defined]
         cfg.model_dump(mode="json"),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -197,7 +197,8 @@ def parse_request(doc: Any, max_bytes: int) -> JsonRequest:
         data = inp["data"]
         if not isinstance(data, list):
             raise SignatureError(f"input {name!r}: data must be a JSON array, got {type(data).__name__}")
-        parsed.append(JsonInput(name, datatype, shape, count, params, data))
+        # check_tensor passed: datatype is one of DATATYPES, shape (parsed JSON: a list) non-negative ints
+        parsed.append(JsonInput(name, cast(str, datatype), cast(list[int], shape), count, params, data))
     outputs = doc.get("outputs")
     requested = None
     if outputs is not None:

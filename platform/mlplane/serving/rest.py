@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import ORJSONResponse, Response
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
@@ -50,7 +51,8 @@ class _JsonArrayInput(InferInput):
 
     def __init__(self, name: str, shape: list[int], datatype: str, count: int, data: Any, parameters: Any) -> None:
         super().__init__(name=name, shape=shape, datatype=datatype, parameters=parameters)
-        self._json, self._count, self._array = data, count, None
+        self._json, self._count = data, count
+        self._array: np.ndarray | None = None
 
     def as_numpy(self) -> Any:
         if self._array is None:

@@ -269,7 +269,8 @@ async def _model_not_found(_: Request, exc: Exception) -> JSONResponse:
     return ORJSONResponse(status_code=404, content={"error": str(exc)})
 
 
-async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # the handler registered for it (Starlette passes Exception)
     problems = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":

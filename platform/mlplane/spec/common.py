@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from mlplane.spec.rules import Rule, violations
 
-API_VERSION = "mlplane.io/v1alpha1"
+API_VERSION: Final = "mlplane.io/v1alpha1"  # Final: its type is the literal, as the models declare it
 
 Runtime = Literal["kserve", "triton", "ray"]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _bounds(info: FieldInfo | None) -> str:
     return " and ".join(parts)
 
 
-def _message(err: dict[str, Any], root: type[BaseModel]) -> tuple[str, bool]:
+def _message(err: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
     """(message, show_value) for one pydantic error."""
     etype, loc, ctx = err["type"], tuple(err["loc"]), err.get("ctx") or {}
     if etype == "extra_forbidden":
@@ -146,7 +147,8 @@ def _message(err: dict[str, Any], root: type[BaseModel]) -> tuple[str, bool]:
     if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         _, info = _walk(root, loc)
         rule = _bounds(info) or str(err["msg"]).removeprefix("Input should be ")
-        noun = {int: "a whole number ", float: "a number "}.get(info.annotation, "") if info else ""
+        nouns: dict[object, str] = {int: "a whole number ", float: "a number "}
+        noun = nouns.get(info.annotation, "") if info else ""
         return f"must be {noun}{rule}", True
     if etype in ("int_type", "int_parsing", "int_from_float"):
         return "must be a whole number", True

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from mlplane.spec.common import API_VERSION
 from mlplane.spec.deployment import ModelDeployment
@@ -17,7 +17,7 @@ from mlplane.spec.platform import Platform
 Resource: TypeAlias = Platform | ModelDeployment
 
 # Kinds by name: a new resource registers here and nowhere else.
-KINDS: dict[str, type[BaseModel]] = {"Platform": Platform, "ModelDeployment": ModelDeployment}
+KINDS: dict[str, type[Resource]] = {"Platform": Platform, "ModelDeployment": ModelDeployment}
 API_VERSIONS = (API_VERSION,)
 
 
@@ -65,11 +65,11 @@ def load_dict(data: Any, *, source: str = "<object>", document: int | None = 1) 
     elif not isinstance(kind, str) or kind not in KINDS:
         problems.append(Problem(**where, path="kind", value=short_repr(kind),
                                 message=f"unknown kind; supported kinds: {_choices(KINDS)}"))
-    if problems:
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if problems or model is None:  # no model: the kind's problem is in `problems`
         raise SpecError(problems)
-    model = KINDS[kind]
     try:
-        return model.model_validate(data)  # type: ignore[return-value]
+        return model.model_validate(data)
     except ValidationError as exc:
         raise SpecError(problems_from(exc, model, **where)) from None
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
 
 # Registry names as MLflow allows them in practice; aliases as MLflow validates them.
 _REGISTRY = re.compile(
@@ -24,23 +24,66 @@ ACCEPTED_FORMS = (
 )
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model reference: a registry alias, a registry version, or a plain URI."""
-
-    kind: Literal["alias", "version", "uri"]
-    name: str | None
-    alias: str | None
-    version: str | None
-    uri: str
+class _RegistryRef:
+    """What both registry references share: resolved through the MLflow model registry, shown as their URI."""
 
     @property
-    def is_registry(self) -> bool:
-        """True when the model is resolved through the MLflow model registry."""
-        return self.kind in ("alias", "version")
+    def uri(self) -> str:
+        raise NotImplementedError  # each variant builds it from its parts
+
+    @property
+    def is_registry(self) -> Literal[True]:
+        """True: the model is resolved through the MLflow model registry."""
+        return True
 
     def __str__(self) -> str:
         return self.uri
+
+
+@dataclass(frozen=True)
+class AliasRef(_RegistryRef):
+    """``models:/<name>@<alias>``: whatever version the registry alias points at."""
+
+    name: str
+    alias: str
+    kind: Literal["alias"] = field(default="alias", init=False)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+@dataclass(frozen=True)
+class VersionRef(_RegistryRef):
+    """``models:/<name>/<version>``: one registry version (``version`` without leading zeros)."""
+
+    name: str
+    version: str
+    kind: Literal["version"] = field(default="version", init=False)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class UriRef:
+    """A storage URI (``s3://…``, ``runs:/…``, an absolute path …) a server loads as it is."""
+
+    uri: str
+    kind: Literal["uri"] = field(default="uri", init=False)
+
+    @property
+    def is_registry(self) -> Literal[False]:
+        """False: the URI is loaded as given, not through the MLflow model registry."""
+        return False
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+# A parsed model reference, tagged by `kind`: checking `ref.kind` narrows it to one variant.
+ModelRef: TypeAlias = AliasRef | VersionRef | UriRef
 
 
 class ModelRefError(ValueError):
@@ -75,10 +118,10 @@ def parse_model_ref(text: str) -> ModelRef:
         if version is not None:
             if int(version) < 1:
                 raise _fail(text, "versions must be positive integers")
-            return ModelRef("version", m.group("name"), None, str(int(version)), text)
-        return ModelRef("alias", m.group("name"), m.group("alias"), None, text)
+            return VersionRef(m.group("name"), str(int(version)))
+        return AliasRef(m.group("name"), m.group("alias"))
     if text.startswith("/"):
-        return ModelRef("uri", None, None, None, text)
+        return UriRef(text)
     scheme, sep, rest = text.partition(":")
     if not sep or scheme not in STORAGE_SCHEMES:
         raise _fail(text, f"unknown scheme {scheme!r}" if sep else "not a URI or absolute path")
@@ -86,4 +129,4 @@ def parse_model_ref(text: str) -> ModelRef:
         raise _fail(text, "run URIs look like 'runs:/<run_id>/<artifact_path>'")
     if not rest.strip("/"):
         raise _fail(text, "the URI has no path")
-    return ModelRef("uri", None, None, None, text)
+    return UriRef(text)

@@ -10,7 +10,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def md_text(text: str) -> str:
     return "`".join(parts).replace("|", "\\|")
 
 
-def md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def md_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """A GitHub-flavoured markdown table (cells must already be escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -209,7 +209,7 @@ def field_rows(model: type[BaseModel], path: str) -> list[tuple[str, ...]]:
     """One row per field: dotted path, type, default, description."""
     schema = model.model_json_schema(by_alias=True)
     defs = schema.get("$defs", {})
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, info in model.model_fields.items():
         alias = info.alias or name
         prop = schema["properties"][alias]
