@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from mlplane.spec import ModelDeployment, ModelRef
-from mlplane.spec.common import Runtime
+from mlplane.spec.capabilities import runtimes_with
 from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import Platform
 from mlplane.triton.repository import ModelRepository, model_repository
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # annotations only: the CLI and the local planner import this
 __all__ = ["NEEDS_SIGNATURE", "Registry", "ResolvedModel", "Signature", "resolve_model"]
 
 # Runtimes whose server declares its tensors from the MLflow signature (Triton's config.pbtxt).
-NEEDS_SIGNATURE: frozenset[Runtime] = frozenset({"triton"})
+NEEDS_SIGNATURE: frozenset[str] = frozenset(runtimes_with("needs_signature"))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from operator_harness import Harness, wait_for
 from typer.testing import CliRunner
 
 from mlplane.cli.main import app
+from mlplane.runtime.local.components import write_prepared
+from mlplane.runtime.local.local_plan import port_keys
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.supervisor import Supervisor
 from mlplane.spec import ModelDeployment, Platform
@@ -78,10 +80,11 @@ async def test_supervisor_operator_and_render_serve_one_resolution(harness: Harn
     deployment = ModelDeployment.model_validate(doc("ModelDeployment", NAME, SPEC))
     paths = StatePaths(tmp_path / "local")
     paths.ensure()
-    supervisor = Supervisor(paths, platform)
-    supervisor.tracking_uri = tracking
-    local = await supervisor._resolve(deployment)
-    await supervisor._prepare(deployment, local)
+    manager = Supervisor(paths, platform).manager
+    manager.state.tracking_uri = tracking
+    local = await manager.resolve(deployment)
+    ports = {key: 8000 + i for i, key in enumerate(port_keys(deployment, platform))}  # nothing is started here
+    write_prepared(manager.plan(deployment, local, ports).prepared)
     models = paths.triton_dir(NAME) / "models"
     written = {p.relative_to(models).as_posix(): p.read_bytes() for p in models.rglob("*") if p.is_file()}
     assert sorted(written) == [f"{NAME}/1/model.json", f"{NAME}/1/model.py", f"{NAME}/config.pbtxt"]

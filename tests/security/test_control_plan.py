@@ -14,6 +14,7 @@ from mlplane.runtime.local.plan import Endpoint, ResolvedModel, TritonInstall, k
 from mlplane.runtime.local.runtimes import ServingContext, runtime_for
 from mlplane.serving.control import bind_control_socket, is_control_path
 from mlplane.serving.settings import parse_args
+from mlplane.spec.platform import Platform
 
 MODEL = ResolvedModel(uri="models:/iris/2", version="2")
 INSTALL = TritonInstall(Path("/t/bin/tritonserver"), Path("/t/backends/python"), Path("/t/stub"), (), ())
@@ -32,7 +33,9 @@ def test_data_plane_paths_are_not_model_control(path):
 
 def test_kserve_swaps_go_to_the_control_socket_and_triton_swaps_carry_the_key(tmp_path):
     paths = StatePaths(tmp_path)
-    ctx = ServingContext(paths, "http://127.0.0.1:5000", 1024, 5, control_key="s3cret-key")
+    platform = Platform.model_validate({"metadata": {"name": "local"},
+                                       "spec": {"serving": {"maxRequestBytes": 1024, "gracePeriodSeconds": 5}}})
+    ctx = ServingContext(paths, "http://127.0.0.1:5000", platform, control_key="s3cret-key")
     kserve = runtime_for("kserve").load_request("iris", MODEL, ctx)
     assert kserve.socket == tmp_path / "control" / "iris.sock"
     argv = list(kserve_process(paths, "iris", MODEL, Endpoint("127.0.0.1", 1, 2), "http://x", 1024, 5).argv)

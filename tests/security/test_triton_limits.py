@@ -45,6 +45,7 @@ from mlplane.runtime.local.plan import Endpoint, process_environment
 from mlplane.runtime.local.runtimes import ServingContext, runtime_for
 from mlplane.runtime.local.triton_control import grpc_model_load
 from mlplane.spec import ModelDeployment
+from mlplane.spec.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,9 @@ def triton(tmp_path_factory):
     sig = save_iris(model_dir)
     paths = StatePaths(base / ".mlplane")
     paths.root.mkdir()
-    ctx = ServingContext(paths, (base / "mlruns").as_uri(), MAX_REQUEST_BYTES, 5, control_key=KEY)
+    serving = {"maxRequestBytes": MAX_REQUEST_BYTES, "gracePeriodSeconds": 5}
+    platform = Platform.model_validate({"metadata": {"name": "local"}, "spec": {"serving": serving}})
+    ctx = ServingContext(paths, (base / "mlruns").as_uri(), platform, control_key=KEY)
     dep = ModelDeployment.model_validate({"metadata": {"name": MODEL},
                                           "spec": {"model": str(model_dir), "runtime": "triton"}})
     runtime = runtime_for("triton")

@@ -22,6 +22,7 @@ from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, r
 from mlplane.runtime.local.triton_control import model_load_request
 from mlplane.serving.triton_backend import RequestTooLarge, _Input, check_request_bytes
 from mlplane.spec.loader import load_dict
+from mlplane.spec.platform import Platform
 
 INSTALL = TritonInstall(Path("/t/bin/tritonserver"), Path("/t/backends/python"), Path("/t/stub"), (), ())
 
@@ -47,7 +48,9 @@ def test_a_platform_without_grpc_cannot_serve_triton(tmp_path):
     (docs/triton-limits.md): the runtime refuses, and the server's HTTP inference stays closed anyway."""
     dep = load_dict({"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
                      "spec": {"model": "models:/iris/1", "runtime": "triton"}}, source="x")
-    ctx = ServingContext(StatePaths(tmp_path), "http://x", 1024, 5, grpc=False)
+    serving = {"maxRequestBytes": 1024, "gracePeriodSeconds": 5, "grpc": False}
+    platform = Platform.model_validate({"metadata": {"name": "local"}, "spec": {"serving": serving}})
+    ctx = ServingContext(StatePaths(tmp_path), "http://x", platform)
     with pytest.raises(UnsupportedRuntime, match=r"spec.serving.grpc is false.*spec.serving.grpc: true"):
         runtime_for("triton").prepare(ctx, dep, ResolvedModel("models:/iris/1", "1"), None)
     argv = _argv(tmp_path, None)
@@ -63,7 +66,9 @@ def test_the_open_header_is_derived_from_the_control_key(tmp_path):
 
 
 def test_triton_switches_versions_over_grpc_with_the_key_as_restricted_protocol_metadata(tmp_path):
-    ctx = ServingContext(StatePaths(tmp_path), "http://x", 1024, 5, control_key="s3cret-key")
+    platform = Platform.model_validate({"metadata": {"name": "local"},
+                                       "spec": {"serving": {"maxRequestBytes": 1024, "gracePeriodSeconds": 5}}})
+    ctx = ServingContext(StatePaths(tmp_path), "http://x", platform, control_key="s3cret-key")
     load = runtime_for("triton").load_request("iris", ResolvedModel("models:/iris/2", "2"), ctx)
     assert load.grpc_metadata == {"triton-grpc-protocol-mlplane-control-key": "s3cret-key"}
     assert "s3cret-key" not in repr(load)

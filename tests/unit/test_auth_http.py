@@ -134,6 +134,6 @@ def test_triton_deployments_are_refused_when_auth_is_on(tmp_path: Path):
     (platform,) = load_text(PLATFORM, source="platform.yaml")
     dep = load_dict({"apiVersion": "mlplane.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
                      "spec": {"model": "models:/iris/1", "runtime": "triton"}}, source="x")
-    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1 << 20, 5, platform.spec.auth)
+    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", platform)
     with pytest.raises(UnsupportedRuntime, match="cannot check mlplane API keys"):
         TritonRuntime().prepare(ctx, dep, ResolvedModel("models:/iris/1", "1"), None)

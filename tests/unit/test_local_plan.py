@@ -13,6 +13,7 @@ from mlplane.runtime.local.plan import (
     mlflow_process,
     process_environment,
 )
+from mlplane.spec.platform import Platform
 
 
 def test_mlflow_binds_loopback_with_sqlite_and_local_artifacts(tmp_path: Path):
@@ -109,8 +110,10 @@ def test_runtimes_come_from_a_registry_with_a_clear_error_for_missing_ones(tmp_p
     load = kserve.load_request("iris", model)
     assert load.path == "/v2/repository/models/iris/load"
     assert load.body == {"parameters": {"model_uri": "models:/iris/4", "model_version": "4"}}
-    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1024, 5)
+    platform = Platform.model_validate({"metadata": {"name": "local"},
+                                       "spec": {"serving": {"maxRequestBytes": 1024, "gracePeriodSeconds": 5}}})
+    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", platform)
     assert "mlplane.serving" in kserve.process(ctx, "iris", model, Endpoint("127.0.0.1", 1, 2)).argv
-    assert runtime_for("ray").grpc is False  # Ray Serve answers HTTP only
+    assert runtime_for("ray").capabilities.grpc is False  # Ray Serve answers HTTP only
     with pytest.raises(UnsupportedRuntime, match="spec.runtime: 'onnx' is not available.*'kserve'"):
         runtime_for("onnx")

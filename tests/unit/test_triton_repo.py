@@ -8,6 +8,7 @@ import pytest
 
 from mlplane.core.signature import TensorMeta
 from mlplane.spec.deployment import ModelDeploymentSpec
+from mlplane.spec.platform import Platform
 from mlplane.triton.repository import (
     MODEL_PY,
     TritonRepoError,
@@ -117,7 +118,9 @@ def test_triton_runtime_plans_a_loopback_tritonserver_and_its_repository(tmp_pat
     from mlplane.spec import ModelDeployment
 
     triton = runtime_for("triton")
-    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", 1024, 5)
+    platform = Platform.model_validate({"metadata": {"name": "local"},
+                                       "spec": {"serving": {"maxRequestBytes": 1024, "gracePeriodSeconds": 5}}})
+    ctx = ServingContext(StatePaths(tmp_path), "http://127.0.0.1:5000", platform)
     model = ResolvedModel(uri="models:/iris/3", version="3")
     proc = triton.process(ctx, "iris", model, Endpoint("127.0.0.1", 8000, 8001, 8002))
     assert proc.argv[0].endswith("tritonserver") and proc.ready_url == "http://127.0.0.1:8000/v2/models/iris/ready"

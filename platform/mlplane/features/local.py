@@ -8,6 +8,8 @@ from pathlib import Path
 from mlplane.features.config import FEATURE_STORE_YAML, feature_store_yaml
 from mlplane.features.online import FeatureLookupError, OnlineFeatures
 from mlplane.spec import ModelDeployment, Platform
+from mlplane.spec.capabilities import capabilities, runtimes_with
+from mlplane.spec.effective import effective_runtime
 
 
 def write_repo_config(platform: Platform, feast_dir: Path) -> Path:
@@ -34,9 +36,11 @@ def check_deployment(platform: Platform, feast_dir: Path, dep: ModelDeployment) 
     """
     if dep.spec.features is None:
         return
-    if dep.spec.runtime != "kserve":
-        raise FeatureLookupError(f"spec.features: online features are joined by runtime 'kserve' only (runtime is "
-                                 f"'{dep.spec.runtime}'); set runtime: kserve or remove `features`")
+    runtime = effective_runtime(dep, platform)
+    if not capabilities(runtime).features:
+        joined_by = " or ".join(f"'{n}'" for n in runtimes_with("features"))
+        raise FeatureLookupError(f"spec.features: online features are joined by runtime {joined_by} only (runtime "
+                                 f"is '{runtime}'); set runtime: kserve or remove `features`")
     if not platform.spec.feature_store.enabled:
         raise FeatureLookupError(
             "spec.features needs the platform's feature store: set spec.featureStore.enabled: true in the "

@@ -70,24 +70,25 @@ class ControlRefusalInterceptor(aio.ServerInterceptor):
         )
 
 
-def bind_control_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600, in a directory of this user's with mode 0700.
+def bind_control_socket(path: Path, what: str = "--control-socket") -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 before it listens, in a directory of this user's with
+    mode 0700 (no moment when another user could connect). Also the local supervisor's control socket.
 
     A stale socket from an earlier run is replaced; anything else at ``path``, a parent directory that
-    is a symlink or belongs to another user is refused (``ValueError`` naming the flag and the path).
+    is a symlink or belongs to another user is refused (``ValueError`` naming ``what`` and the path).
     """
     if len(os.fsencode(path)) > 107:
-        raise ValueError(f"--control-socket: {path} is longer than a Unix socket path may be (107 bytes)")
+        raise ValueError(f"{what}: {path} is longer than a Unix socket path may be (107 bytes)")
     parent = path.parent
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = os.lstat(parent)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise ValueError(f"--control-socket: {parent} must be a directory of this user's (not a symlink)")
+        raise ValueError(f"{what}: {parent} must be a directory of this user's (not a symlink)")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(parent, 0o700)
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise ValueError(f"--control-socket: {path} exists and is not a socket; remove it or choose another path")
+            raise ValueError(f"{what}: {path} exists and is not a socket; remove it or choose another path")
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

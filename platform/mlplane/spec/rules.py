@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlplane.spec.capabilities import runtimes_with
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -82,6 +84,20 @@ def _runtime_is(cel_runtime: str) -> str:
     return f"(has(self.runtime) && self.runtime == '{cel_runtime}')"
 
 
+def _cel_runtime_in(capability: str) -> str:
+    """CEL: ``self.runtime`` is one of the runtimes with ``capability`` (mlplane.spec.capabilities)."""
+    names = runtimes_with(capability)
+    if len(names) == 1:
+        return f"self.runtime == '{names[0]}'"
+    return "self.runtime in [" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+def _given_has(spec: Any, capability: str) -> bool:
+    """No runtime given (the Platform decides; the render re-checks), or the given one has ``capability``."""
+    given = given_runtime(spec)
+    return given is None or given in runtimes_with(capability)
+
+
 # --------------------------------------------------------------------------- ModelDeploymentSpec
 def _canary(spec: Any) -> bool:
     return spec.rollout is not None and spec.rollout.canary_traffic_percent is not None
@@ -100,10 +116,10 @@ DEPLOYMENT_SPEC: tuple[Rule, ...] = (
     ),
     Rule(
         name="rollout-not-ray",
-        cel=f"!(has(self.rollout) && {_runtime_is('ray')})",
+        cel=f"!has(self.rollout) || !has(self.runtime) || {_cel_runtime_in('rollout')}",
         message="spec.rollout (canaryTrafficPercent, allowOutage) applies to runtimes kserve and triton; "
                 "runtime ray updates the Generator in place: remove `rollout`",
-        holds=lambda s: not (s.rollout is not None and given_runtime(s) == "ray"),
+        holds=lambda s: s.rollout is None or _given_has(s, "rollout"),
         field_path=".rollout",
     ),
     Rule(
@@ -112,53 +128,54 @@ DEPLOYMENT_SPEC: tuple[Rule, ...] = (
         # the probes (inference closed), metrics. A Knative Service with one of them would either drop the
         # health checks or serve clients the HTTP front end one request can crash.
         name="canary-not-triton",
-        cel=f"!(has(self.rollout) && has(self.rollout.canaryTrafficPercent) && {_runtime_is('triton')})",
+        cel="!(has(self.rollout) && has(self.rollout.canaryTrafficPercent)) || !has(self.runtime) || "
+            f"{_cel_runtime_in('canary')}",
         message="rollout.canaryTrafficPercent runs KServe in Serverless (Knative) mode, where a pod serves one "
                 "port, and runtime triton serves clients on gRPC with health checks and metrics on HTTP "
                 "(docs/triton-limits.md): remove the canary (triton rolls out a new version pod by pod) or "
                 "use runtime kserve",
-        holds=lambda s: not (_canary(s) and given_runtime(s) == "triton"),
+        holds=lambda s: not _canary(s) or _given_has(s, "canary"),
         field_path=".rollout.canaryTrafficPercent",
     ),
     Rule(
         name="rag-needs-ray",
-        cel="!has(self.rag) || !has(self.runtime) || self.runtime == 'ray'",
+        cel=f"!has(self.rag) || !has(self.runtime) || {_cel_runtime_in('rag')}",
         message="`rag` is served by runtime 'ray' only; set runtime: ray or remove `rag`",
-        holds=lambda s: s.rag is None or given_runtime(s) in (None, "ray"),
+        holds=lambda s: s.rag is None or _given_has(s, "rag"),
         field_path=".rag",
         explain=lambda s: f"`rag` is served by runtime 'ray' only (runtime is '{s.runtime}'); "
                           "set runtime: ray or remove `rag`",
     ),
     Rule(
         name="retrieval-needs-ray",
-        cel="!has(self.retrieval) || !has(self.runtime) || self.runtime == 'ray'",
+        cel=f"!has(self.retrieval) || !has(self.runtime) || {_cel_runtime_in('rag')}",
         message="`retrieval` is used by runtime 'ray' (the RAG service's default collection) only; "
                 "set runtime: ray or remove `retrieval`",
-        holds=lambda s: s.retrieval is None or given_runtime(s) in (None, "ray"),
+        holds=lambda s: s.retrieval is None or _given_has(s, "rag"),
         field_path=".retrieval",
     ),
     Rule(
         name="features-need-kserve",
-        cel="!has(self.features) || !has(self.runtime) || self.runtime == 'kserve'",
+        cel=f"!has(self.features) || !has(self.runtime) || {_cel_runtime_in('features')}",
         message="`features` (online Feast lookup) is served by runtime 'kserve' only; set runtime: kserve "
                 "or remove `features`",
-        holds=lambda s: s.features is None or given_runtime(s) in (None, "kserve"),
+        holds=lambda s: s.features is None or _given_has(s, "features"),
         field_path=".features",
     ),
     Rule(
         name="batching-not-kserve",
-        cel="!has(self.batching) || !has(self.runtime) || self.runtime != 'kserve'",
+        cel=f"!has(self.batching) || !has(self.runtime) || {_cel_runtime_in('batching')}",
         message="`batching` applies to runtimes triton (config.pbtxt dynamic_batching) and ray (the Embedder's "
                 "batches); runtime kserve serves each request on its own: remove `batching` or use triton",
-        holds=lambda s: s.batching is None or given_runtime(s) != "kserve",
+        holds=lambda s: s.batching is None or _given_has(s, "batching"),
         field_path=".batching",
     ),
     Rule(
         name="instances-need-triton",
-        cel="!has(self.instances) || self.instances == 1 || !has(self.runtime) || self.runtime == 'triton'",
+        cel=f"!has(self.instances) || self.instances == 1 || !has(self.runtime) || {_cel_runtime_in('instances')}",
         message="`instances` (model instances per replica: Triton's instance_group count) applies to runtime "
                 "triton only; remove it or use runtime: triton",
-        holds=lambda s: s.instances == 1 or given_runtime(s) in (None, "triton"),
+        holds=lambda s: s.instances == 1 or _given_has(s, "instances"),
         field_path=".instances",
     ),
     Rule(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -17,22 +16,37 @@ from typing import Any
 
 import httpx
 
-from mlplane.auth.mlflow import MlflowAuthFiles, prepare_server_auth
 from mlplane.runtime.local import process
-from mlplane.runtime.local.paths import StatePaths
+from mlplane.runtime.local.local_plan import LocalPlan
 from mlplane.runtime.local.plan import Endpoint, ProcessSpec, ResolvedModel
 from mlplane.runtime.local.runtimes import Prepared
 from mlplane.spec import ModelDeployment
 
 BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTHY_RESET_S = 60.0  # ready this long: the next crash restarts after BACKOFF_INITIAL_S again
 
 
 class OperationError(Exception):
-    """A request the supervisor refuses or could not carry out; the message goes to the user."""
+    """A request the supervisor refuses or could not carry out; the message goes to the user.
+
+    ``code`` is the CLI's exit code (2: the request is wrong, 1: carrying it out failed); ``status`` the
+    control API's HTTP status.
+    """
+
+    status = 409
 
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
+        if code == 2:
+            self.status = 400
+
+
+class NotFound(OperationError):
+    """The request names a deployment the platform does not have."""
+
+    status = 404
 
 
 @dataclass
@@ -51,6 +65,12 @@ class Component:
     error: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
+    def back_off(self, now: float) -> None:
+        """The next start attempt after the current backoff, which doubles per failure up to BACKOFF_MAX_S."""
+        self.status = "restarting"
+        self.restart_at = now + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+
     def to_state(self) -> dict[str, Any]:
         pid = self.proc.pid if self.proc else None
         return {
@@ -68,12 +88,21 @@ class Component:
 
 @dataclass
 class Deployment:
+    """A deployment being served: its spec, the version it serves and the plan its server runs."""
+
     spec: ModelDeployment
     resolved: ResolvedModel
-    endpoint: Endpoint
+    plan: LocalPlan
     component: Component
-    runtime: str  # the effective runtime: spec.runtime, else the Platform's serving.defaultRuntime
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.plan.endpoint
+
+    @property
+    def runtime(self) -> str:  # the effective runtime: spec.runtime, else the Platform's serving.defaultRuntime
+        return self.plan.runtime
 
     def refresh_info(self) -> None:
         self.component.info.update({
@@ -103,19 +132,6 @@ async def probe(client: httpx.AsyncClient, url: str) -> bool:
     except httpx.HTTPError:
         return False
     return r.status_code == 200
-
-
-def prepare_mlflow_auth(paths: StatePaths) -> MlflowAuthFiles:
-    """With ``spec.auth.enabled``: the platform's MLflow credentials and auth config (made the first time).
-
-    The credentials go into this process's environment, where MLflow's client reads them on every
-    request: the supervisor's own registry calls and every child it starts (model servers, Ray
-    applications, Triton's Python stubs) authenticate without a flag, and nothing else carries them.
-    They replace MLflow credentials from the caller's shell, which belong to another server.
-    """
-    files, creds = prepare_server_auth(paths.root)
-    os.environ.update(creds.env())
-    return files
 
 
 async def readiness(client: httpx.AsyncClient, url: str) -> tuple[bool, str | None]:

@@ -6,20 +6,22 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import psutil
+import yaml
 
 from mlplane.core.statedir import resolve_state_dir
 from mlplane.runtime.local import process
 from mlplane.runtime.local.paths import StateFileError, StatePaths, quarantine, read_json_object, write_private
 from mlplane.runtime.local.plan import VECTOR_STORE_COMPONENT
-from mlplane.spec import Platform, dump_yaml
+from mlplane.spec import Platform, SpecError, dump_yaml, load_text
 
 
 class ControlError(Exception):
@@ -135,31 +137,85 @@ def _keep_previous_state(paths: StatePaths) -> None:
     paths.state_file.unlink()
 
 
+# The control API (mlplane.runtime.local.control_api, served by the supervisor): each operation the CLI
+# sends, as (method, path) with ``{name}`` from the request's fields.
+_ROUTES: dict[str, tuple[str, str]] = {
+    "ping": ("GET", "/v1/ping"),
+    "deploy": ("PUT", "/v1/deployments/{name}"),
+    "undeploy": ("DELETE", "/v1/deployments/{name}"),
+    "promote": ("POST", "/v1/deployments/{name}/promote"),
+    "shutdown": ("POST", "/v1/shutdown"),
+}
+_BASE_URL = "http://mlplane-supervisor"  # any host: the transport goes to the socket
+_SOURCE_HEADER = "X-Mlplane-Source"  # control_api.SOURCE_HEADER (not imported: it pulls in uvicorn)
+
+
 def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -> Any:
-    """Send one request to the supervisor and return its result (raises ControlError)."""
+    """Send one request to the supervisor's control API and return its result (raises ControlError).
+
+    ``op``: ``ping``; ``deploy`` with ``yaml`` (one ModelDeployment) and ``source`` (named in spec errors);
+    ``undeploy`` with ``name``; ``promote`` with ``name`` and ``version``; ``shutdown``.
+    """
+    if op not in _ROUTES:
+        raise ControlError(f"unknown operation {op!r}; expected one of {', '.join(_ROUTES)}", 2)
+    method, route = _ROUTES[op]
+    headers: dict[str, str] = {}
+    body: dict[str, Any] = {}
+    if op == "deploy":
+        text = str(fields["yaml"])
+        source = str(fields.get("source") or "<request>")
+        name = _deployment_name(text, source)
+        headers = {"Content-Type": "application/yaml", _SOURCE_HEADER: quote(source, safe="/:<>")}
+        body = {"content": text.encode("utf-8")}
+    elif op == "promote":
+        name = str(fields["name"])
+        body = {"json": {"version": str(fields["version"])}}
+    else:
+        name = str(fields.get("name", ""))
+    url = route.format(name=quote(name, safe=""))
     state = read_state(paths) or {}
     sock_path = (state.get("supervisor") or {}).get("socket") or str(paths.socket)
     if running_supervisor(paths) is None:
         raise ControlError(f"no platform is running on {paths.root}; start one with `mlplane up`")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(sock_path)
-            s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except (OSError, TimeoutError) as exc:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=sock_path), base_url=_BASE_URL,
+                          timeout=timeout) as client:
+            reply = client.request(method, url, headers=headers, **body)
+    except httpx.RemoteProtocolError:  # it crashed, or it is one an older mlplane started (another protocol)
+        raise ControlError(f"the supervisor on {paths.root} closed the connection without answering; see "
+                           "`mlplane logs supervisor`, and restart it with `mlplane down` and `mlplane up`") from None
+    except httpx.HTTPError as exc:  # refused, no socket, timed out
         raise ControlError(f"the supervisor on {paths.root} did not answer: {exc}") from None
-    if not data:
-        raise ControlError(f"the supervisor on {paths.root} closed the connection without answering")
-    reply = json.loads(data)
-    if not reply.get("ok"):
-        raise ControlError(reply.get("error", "unknown error"), int(reply.get("code", 1)))
-    return reply.get("result")
+    try:
+        result = reply.json()
+    except ValueError:
+        raise ControlError(f"the supervisor on {paths.root} sent a reply mlplane cannot read "
+                           f"(HTTP {reply.status_code}): {reply.text[:200]!r}") from None
+    if reply.is_error:
+        error = result.get("error") if isinstance(result, dict) else None
+        code = result.get("exitCode") if isinstance(result, dict) else None
+        raise ControlError(str(error or f"HTTP {reply.status_code} from the supervisor on {paths.root}"),
+                           code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else 1)
+    return result
+
+
+def _deployment_name(text: str, source: str) -> str:
+    """``metadata.name`` of the one ModelDeployment in ``text`` (the request's path names it).
+
+    What is not one readable document with a name is checked here with the loader, for its message.
+    """
+    with contextlib.suppress(yaml.YAMLError):
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        meta = docs[0].get("metadata") if len(docs) == 1 and isinstance(docs[0], dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if isinstance(name, str) and name and "/" not in name:
+            return name
+    try:
+        resources = load_text(text, source=source)
+    except SpecError as exc:
+        raise ControlError(str(exc), 2) from None
+    raise ControlError(f"{source}: expected exactly one ModelDeployment; found "
+                       f"{', '.join(r.kind for r in resources)}", 2)
 
 
 def leftover_processes(state: dict[str, Any]) -> list[tuple[str, int, float]]:

@@ -6,6 +6,7 @@ The supervisor (the thin executor) turns a :class:`ProcessSpec` into a running, 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -256,8 +257,6 @@ def triton_process(paths: StatePaths, name: str, endpoint: Endpoint, tracking_ur
     ``max_request_bytes`` (``serving.maxRequestBytes``) reaches the Python backend, which refuses a
     request whose tensors are larger (``MLPLANE_MAX_REQUEST_BYTES``).
     """
-    import secrets
-
     key = control_key or secrets.token_urlsafe(32)
     base = paths.triton_dir(name)
     argv = [

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlplane.rag.serve_config import logical_cpus, serve_app_config
 from mlplane.resolution import ResolvedModel, Signature
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import (
@@ -35,6 +36,7 @@ from mlplane.runtime.local.plan import (
     triton_process,
 )
 from mlplane.spec import ModelDeployment
+from mlplane.spec.capabilities import CAPABILITIES, RuntimeCapabilities
 from mlplane.spec.effective import effective_runtime
 from mlplane.spec.platform import AuthSpec, Platform
 from mlplane.triton.repository import model_repository
@@ -45,16 +47,30 @@ __all__ = ["RUNTIMES", "KServeRuntime", "LoadRequest", "LocalRuntime", "Prepared
 
 @dataclass(frozen=True)
 class ServingContext:
-    """What every model server of a platform shares."""
+    """What every model server of a platform shares: the Platform, and what only the running supervisor knows."""
 
     paths: StatePaths
     tracking_uri: str
-    max_request_bytes: int
-    grace_period_s: int
-    auth: AuthSpec | None = None  # spec.auth of the platform
+    platform: Platform
     vector_store_uri: str | None = None  # where the platform's Milvus answers (runtime 'ray')
     control_key: str = field(default="", repr=False)  # the supervisor's model-control secret (Triton)
-    grpc: bool = True  # spec.serving.grpc of the platform
+    cpus: int = field(default_factory=lambda: os.cpu_count() or 1)  # this host's CPUs (Ray's logical CPUs)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.platform.spec.serving.max_request_bytes
+
+    @property
+    def grace_period_s(self) -> int:
+        return self.platform.spec.serving.grace_period_seconds
+
+    @property
+    def auth(self) -> AuthSpec:
+        return self.platform.spec.auth
+
+    @property
+    def grpc(self) -> bool:
+        return self.platform.spec.serving.grpc
 
 
 @dataclass(frozen=True)
@@ -83,12 +99,9 @@ class Prepared:
 
 
 class LocalRuntime(Protocol):
-    #: the server declares its tensors from the model's signature (resolution reads it: ``model.signature``)
-    needs_signature: bool
-    #: the server exposes Prometheus metrics on a port of its own
-    metrics_port: bool
-    #: the server also answers the V2 gRPC protocol (when the platform's serving.grpc is on)
-    grpc: bool
+    #: what the runtime can do (features, batching, API keys, gRPC, a metrics port): the spec layer's table,
+    #: which the rules and the cluster render read too
+    capabilities: RuntimeCapabilities
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None = None) -> Prepared:
@@ -107,9 +120,7 @@ class LocalRuntime(Protocol):
 class KServeRuntime:
     """mlplane's KServe ModelServer (``python -m mlplane.serving``) with an MLflow pyfunc model."""
 
-    needs_signature = False
-    metrics_port = False
-    grpc = True
+    capabilities = CAPABILITIES["kserve"]
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None = None) -> Prepared:
@@ -164,9 +175,7 @@ class TritonRuntime:
     Triton loads the new version next to the old one and swaps when it is ready.
     """
 
-    needs_signature = True
-    metrics_port = True
-    grpc = True
+    capabilities = CAPABILITIES["triton"]
 
     def __init__(self) -> None:
         self._install: TritonInstall | None = None
@@ -181,7 +190,7 @@ class TritonRuntime:
                 signature: Signature | None = None) -> Prepared:
         """The resolution's model repository (``model.triton``, the cluster's too) under the state dir, its
         model.json loading ``model.uri`` through MLflow, and the Python backend Triton runs it with."""
-        if ctx.auth is not None and ctx.auth.enabled:
+        if ctx.auth.enabled and not self.capabilities.api_keys:
             raise UnsupportedRuntime("spec.runtime: 'triton' cannot check mlplane API keys (the platform's "
                                      "spec.auth.enabled is true); use runtime 'kserve' or turn auth off")
         if not ctx.grpc:  # Triton's HTTP inference API would be open: docs/triton-limits.md
@@ -230,30 +239,21 @@ class RayRuntime:
     replicas one by one; the load request waits on the ingress until the new version answers.
     """
 
-    needs_signature = False
-    metrics_port = False
-    grpc = False
+    capabilities = CAPABILITIES["ray"]
 
     def prepare(self, ctx: ServingContext, dep: ModelDeployment, model: ResolvedModel,
                 signature: Signature | None = None) -> Prepared:
-        from mlplane.rag.serve_config import logical_cpus, serve_app_config
-        from mlplane.spec import Platform
-
         if dep.spec.rag is None:
             raise UnsupportedRuntime("spec.rag: runtime 'ray' serves a RAG application (embedder, retriever, "
                                      "generator); add spec.rag, e.g. as in examples/rag/deployment.yaml")
         if ctx.vector_store_uri is None:
             raise UnsupportedRuntime("runtime 'ray' needs the platform's vector store: set spec.vectorStore.enabled "
                                      "(or spec.vectorStore.uri) in the Platform")
-        platform = Platform.model_validate({"metadata": {"name": "local"},
-                                            "spec": {"serving": {"maxRequestBytes": ctx.max_request_bytes}}})
-        if ctx.auth is not None:
-            platform.spec.auth = ctx.auth
-        app = serve_app_config(dep, platform, tracking_uri=ctx.tracking_uri, vector_store_uri=ctx.vector_store_uri,
+        app = serve_app_config(dep, ctx.platform, tracking_uri=ctx.tracking_uri, vector_store_uri=ctx.vector_store_uri,
                                generator_uri=model.uri, generator_version=model.version,
                                keys_file=str(ctx.paths.auth_keys_file))
         # Logical CPUs: enough for every replica at its maximum; Ray packs them onto the real cores.
-        config = {"app": app, "num_cpus": max(os.cpu_count() or 1, math.ceil(logical_cpus(app))),
+        config = {"app": app, "num_cpus": max(ctx.cpus, math.ceil(logical_cpus(app))),
                   "object_store_bytes": 256 * 1024 * 1024}
         return Prepared(files={ray_app_file(ctx.paths, dep.metadata.name): json.dumps(config, indent=2)})
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import grpc
 import httpx
 
 __all__ = ["REPOSITORY_MODEL_LOAD", "grpc_model_load", "model_load_request"]
@@ -43,8 +44,6 @@ async def grpc_model_load(target: str, model: str, metadata: Mapping[str, str], 
     control key is wrong). Raises :class:`httpx.TransportError` when Triton does not answer at all,
     like the HTTP path does.
     """
-    import grpc
-
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(REPOSITORY_MODEL_LOAD)  # no serializers: bytes in, bytes out
         try:
