@@ -1,7 +1,7 @@
 """kopf handlers: thin wrappers that call one `Controller.reconcile()` (and `delete()` on deletion).
 
-:func:`register` puts them on a kopf registry; `kopf run -m mlplane_operator` imports the package,
-which registers them on kopf's default registry with settings from the environment.
+:func:`register` puts them on a kopf registry; `python -m mlplane_operator` (:mod:`mlplane_operator.__main__`)
+registers them on a registry of its own with settings from the environment and runs kopf on it.
 """
 
 from __future__ import annotations

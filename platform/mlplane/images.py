@@ -45,7 +45,7 @@ def is_tagged(image: str) -> bool:
 OPERATOR_REPOSITORY = f"{REGISTRY}/mlplane-operator"
 MLFLOW_REPOSITORY = f"{REGISTRY}/mlplane-mlflow"
 
-#: The operator (kopf): `kopf run -m mlplane_operator`.
+#: The operator (kopf): `python -m mlplane_operator`.
 OPERATOR = reference("mlplane-operator")
 #: KServe's Python ModelServer for MLflow models (`python -m mlplane.serving`), ClusterServingRuntime `mlplane-mlflow`.
 SERVING = reference("mlplane-serving")
