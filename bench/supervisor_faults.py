@@ -127,6 +127,7 @@ def _under_load(state_dir: Path, fault: Callable[[], None], recovered: Callable[
 def main() -> None:
     import mlflow
 
+    from mlplane.registry import register_model
     from mlplane.runtime.local.paths import StatePaths
     from mlplane.runtime.local.plan import TRITON_CONTROL_HEADER
     from mlplane_pipelines.iris import train_and_register
@@ -176,17 +177,17 @@ def main() -> None:
             # (the supervisor was started without it), so the server refuses the version.
             code = base / "unloadable.py"
             code.write_text(UNLOADABLE)
-            mlflow.set_tracking_uri(tracking)
-            mlflow.set_registry_uri(tracking)
             os.environ["MLPLANE_BENCH_LOADABLE"] = "1"
             try:
-                with mlflow.start_run():
-                    info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
-                                                   registered_model_name="iris", pip_requirements=["numpy"])
+                registration = register_model(
+                    tracking, "iris", experiment="bench-supervisor-faults",
+                    log_model=lambda name: mlflow.pyfunc.log_model(name="model", python_model=str(code),
+                                                                   registered_model_name=name,
+                                                                   pip_requirements=["numpy"]))
             finally:
                 del os.environ["MLPLANE_BENCH_LOADABLE"]
             promote_out.append(mlplane(state_dir, "promote", "iris", "--version",
-                                       str(info.registered_model_version), check=False))
+                                       registration.version, check=False))
 
         def kill_server() -> None:
             os.kill(status(state_dir)["deployments"]["iris"]["pid"], signal.SIGKILL)
