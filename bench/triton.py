@@ -2,6 +2,7 @@
 kserve, binary tensors.
 
     .venv/bin/python bench/triton.py [--rounds 3] [--trivial-rounds 5] [--seconds 2.5]
+        [--load-generator auto|perf_analyzer|python]
 
 Starts a platform (``mlplane up`` in a temporary state dir). Triton's HTTP inference API is closed to
 clients (they infer over gRPC, docs/triton-limits.md): the HTTP rows send the header that opens it, which
@@ -20,8 +21,11 @@ Next to the platforms it starts the baseline: a bare ``tritonserver`` (the same 
 backend, the same serving flags) per model, serving a hand-written Python-backend model that does the same
 numpy work (``OUTPUT0 = INPUT0 + 1``), without and with the same dynamic batching (``bare`` /
 ``bare-b``). Trivial model, in rounds that alternate mlplane and bare: p50 at 1 connection and
-throughput at 8 connections over HTTP and gRPC (one tritonclient per thread), and throughput at 16
-gRPC clients with vs without dynamic batching.
+throughput at 8 connections over HTTP and gRPC, and throughput at 16 gRPC clients with vs without
+dynamic batching. These rows are measured by Triton's ``perf_analyzer`` (C++, one thread per client;
+bench/perf_analyzer.py finds or installs it) when it is there (``--load-generator auto``, the default)
+or asked for (``perf_analyzer``, which installs it into ~/.cache/mlplane-bench when missing), else by
+tritonclient (``python``: one client per thread, which saturates a 2-core machine before bare Triton does).
 
 Measures, with tritonclient.http (one client per thread, one-row iris requests), in rounds that
 alternate the deployments: throughput at 16 clients with vs without dynamic batching (plus the batch
@@ -56,6 +60,8 @@ from mlplane.runtime.local.paths import StatePaths
 from mlplane.runtime.local.plan import triton_http_inference_header
 from mlplane.runtime.local.process import free_port
 from mlplane.runtime.local.runtimes import find_triton
+from perf_analyzer import VERSION as PERF_ANALYZER_VERSION
+from perf_analyzer import Measurement, PerfAnalyzer, PerfAnalyzerMissing, find_perf_analyzer, install
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -287,6 +293,13 @@ class AddTarget:
         if out is None or not np.array_equal(out, ADD_ROW + 1):
             raise RuntimeError(f"{self.name}: unexpected output {out!r}")
 
+    def perf_analyzer(self, pa: PerfAnalyzer, concurrency: int, seconds: float, input_data: Path) -> Measurement:
+        """The same request from perf_analyzer: ``[1, 4]`` (the batched models' dims are ``[4]``, a batch of
+        one row is perf_analyzer's default; the others take ``--shape``), HTTP with the same header."""
+        batched = self.label in ("add-tb", "bare-b")
+        return pa.measure(self.model, self.address, self.proto, concurrency, seconds, input_data=input_data,
+                          shape=None if batched else "INPUT0:1,4", headers=triton_http(self.triton))
+
 
 def latency(target: Target | AddTarget, n: int) -> list[float]:
     client, out = target.client(), []
@@ -366,9 +379,27 @@ def p50_ms(samples: list[float]) -> float:
 
 
 # -- trivial model: mlplane vs bare Triton ----------------------------------------------------------
-def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, requests: int, seconds: float) -> dict:
+def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, requests: int, seconds: float,
+                   pa: PerfAnalyzer | None, work: Path) -> dict:
     """p50 at 1 connection and throughput at 8 connections of mlplane (``add-t`` over HTTP and gRPC) vs
-    ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that alternate the order."""
+    ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that alternate the order.
+
+    With ``pa`` perf_analyzer measures every row (p50: median of the rounds' p50 at concurrency 1), else
+    tritonclient does (p50: ``requests`` sequential requests per round, pooled). tritonclient always warms
+    up and checks the replies."""
+    input_data = work / "perf_analyzer-input.json"
+    input_data.write_text(json.dumps({"data": [{"INPUT0": ADD_ROW.ravel().tolist()}]}))
+
+    def p50_samples(t: AddTarget) -> list[float]:
+        if pa is not None:
+            return [t.perf_analyzer(pa, 1, seconds, input_data).p50_ms]
+        return [s * 1000.0 for s in latency(t, requests)]
+
+    def rate(t: AddTarget, clients: int) -> float:  # req/s
+        if pa is not None:
+            return t.perf_analyzer(pa, clients, seconds, input_data).throughput
+        return throughput(t, clients, seconds)
+
     def target(label: str, proto: str) -> AddTarget:
         if label in bare:
             return AddTarget(label, label, bare[label].url, bare[label].grpc, proto)
@@ -380,30 +411,31 @@ def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, request
     for t in [*(t for pair in pairs.values() for t in pair), *batching]:  # warm-up
         latency(t, 100)
         throughput(t, 16, 0.5)
-    lat: dict[tuple[str, str], list[float]] = {(t.role, p): [] for p, pair in pairs.items() for t in pair}
+    lat: dict[tuple[str, str], list[float]] = {(t.role, p): [] for p, pair in pairs.items() for t in pair}  # ms
     tput: dict[tuple[str, str, int], list[float]] = {}
     before = batch_counts({"url": deps["add-tb"]["url"]}, "add-tb")
     for r in range(rounds):
         for proto, pair in pairs.items():
             for t in pair if r % 2 == 0 else pair[::-1]:
-                lat[(t.role, proto)] += latency(t, requests)
+                lat[(t.role, proto)] += p50_samples(t)
         for proto, pair in pairs.items():
             for t in pair if r % 2 == 0 else pair[::-1]:
-                tput.setdefault((t.role, proto, 8), []).append(throughput(t, 8, seconds))
+                tput.setdefault((t.role, proto, 8), []).append(rate(t, 8))
         for t in batching if r % 2 == 0 else batching[::-1]:
-            tput.setdefault((t.label, "grpc", 16), []).append(throughput(t, 16, seconds))
+            tput.setdefault((t.label, "grpc", 16), []).append(rate(t, 16))
         print(f"trivial model round {r + 1}/{rounds} done", flush=True)
     after = batch_counts({"url": deps["add-tb"]["url"]}, "add-tb")
     batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
-    return {"lat": lat, "tput": {k: statistics.median(v) for k, v in tput.items()},
+    p50 = {k: statistics.median(v) if pa is not None else float(np.percentile(v, 50)) for k, v in lat.items()}
+    return {"p50": p50, "tput": {k: statistics.median(v) for k, v in tput.items()},
             "rounds": dict(tput), "batches": {s: n for s, n in sorted(batches.items()) if n}}
 
 
 def trivial_report(m: dict) -> Report:
     report = Report("metric", "A", "B", "A / B")
-    lat, tput = m["lat"], m["tput"]
+    lat, tput = m["p50"], m["tput"]
     for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
-        a, b = p50_ms(lat[("add-t", proto)]), p50_ms(lat[("bare", proto)])
+        a, b = lat[("add-t", proto)], lat[("bare", proto)]
         report.add(f"{label} p50, 1 connection: mlplane (A) vs bare (B)", f"{a:.3f} ms", f"{b:.3f} ms",
                    ratio=a / b, goal="≤ 1.15", ok=a / b <= 1.15)
     for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
@@ -424,9 +456,27 @@ def spread(rounds: dict) -> str:
     for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
         ratios = [a / b for a, b in zip(rounds[("add-t", proto, 8)], rounds[("bare", proto, 8)], strict=True)]
         parts.append(f"{label} {min(ratios):.2f}–{max(ratios):.2f}")
-    gains = [a / b for a, b in zip(rounds[("add-tb", "grpc", 16)], rounds[("add-t", "grpc", 16)], strict=True)]
-    return (f"throughput mlplane / bare per round: {', '.join(parts)}; mlplane batching gain per round: "
-            f"{min(gains):.2f}–{max(gains):.2f}")
+    gains = []
+    for batched, plain in (("add-tb", "add-t"), ("bare-b", "bare")):
+        ratios = [a / b for a, b in zip(rounds[(batched, "grpc", 16)], rounds[(plain, "grpc", 16)], strict=True)]
+        gains.append(f"{min(ratios):.2f}–{max(ratios):.2f}")
+    return (f"throughput mlplane / bare per round: {', '.join(parts)}; batching gain per round: mlplane "
+            f"{gains[0]}, bare {gains[1]}")
+
+
+def load_generator(choice: str) -> PerfAnalyzer | None:
+    """perf_analyzer for the trivial-model rows (``auto``: when found; ``perf_analyzer``: installed into the
+    cache when missing, see bench/perf_analyzer.py), or None for tritonclient (``python``)."""
+    if choice == "python":
+        return None
+    try:
+        return find_perf_analyzer()
+    except PerfAnalyzerMissing as exc:
+        if choice == "auto":
+            print(f"load generator: tritonclient (Python) for every row; {exc}", flush=True)
+            return None
+        print(f"perf_analyzer missing ({exc}): installing it", flush=True)
+        return install()
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -434,12 +484,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trivial-rounds", type=int, default=5, help="rounds of the mlplane vs bare Triton part")
-    parser.add_argument("--seconds", type=float, default=2.5, help="throughput window per measurement")
-    parser.add_argument("--requests", type=int, default=150, help="latency requests per deployment and round")
+    parser.add_argument("--seconds", type=float, default=2.5,
+                        help="throughput window per measurement (perf_analyzer: also each trivial-model p50)")
+    parser.add_argument("--requests", type=int, default=150,
+                        help="latency requests per deployment and round (tritonclient's p50 rows)")
+    parser.add_argument("--load-generator", choices=("auto", "perf_analyzer", "python"), default="auto",
+                        help="what measures the trivial-model rows: Triton's perf_analyzer (C++; auto: when "
+                             "bench/perf_analyzer.py finds it) or tritonclient (Python threads); the iris and "
+                             "identity rows always use tritonclient")
     parser.add_argument("--binary-samples", type=int, default=20)
     parser.add_argument("--json-samples", type=int, default=5)
     args = parser.parse_args()
     started = time.monotonic()
+    pa = load_generator(args.load_generator)
+    if pa is not None:
+        print(f"load generator for the trivial-model rows: {pa.binary}", flush=True)
     from mlplane_pipelines.iris import train_and_register
 
     with tempfile.TemporaryDirectory(prefix="mlplane-bench-triton-") as tmp:
@@ -469,7 +528,7 @@ def main() -> None:
             print(f"a platform + {len(DEPLOYMENTS)} deployments + bare Triton ready "
                   f"({time.monotonic() - started:.0f}s)", flush=True)
 
-            trivial = trivial_rounds(deps, bare, args.trivial_rounds, args.requests, args.seconds)
+            trivial = trivial_rounds(deps, bare, args.trivial_rounds, args.requests, args.seconds, pa, Path(tmp))
 
             tb = Target("iris-tb", deps["iris-tb"], True)
             tp = Target("iris-t", deps["iris-t"], False)
@@ -547,6 +606,20 @@ def main() -> None:
         return f"{dist} — {total} executions for {requests} requests (mean batch {mean:.1f})"
 
     bare_report = trivial_report(trivial)
+    if pa is not None:
+        trivial_method = (
+            f"Load generator for every row of this table: Triton's `perf_analyzer` {PERF_ANALYZER_VERSION} (C++, "
+            "`--sync`: one thread and connection per client, HTTP with binary tensors and gRPC; "
+            "`bench/perf_analyzer.py`); tritonclient (Python) only warms up and checks each server's reply. "
+            f"After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare, each measurement "
+            f"{args.seconds:g} s (three merged `time_windows` of {args.seconds / 3:.2f} s): p50 at concurrency 1 "
+            "(median of rounds) and throughput at 8 connections and at 16 gRPC clients (median of rounds).")
+    else:
+        trivial_method = (
+            "Load generator for every row of this table: tritonclient (Python; HTTP and gRPC), one client per "
+            f"thread. After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare: {args.requests} "
+            f"sequential requests each (p50, pooled) and {args.seconds:g} s windows at 8 connections and at 16 "
+            "gRPC clients (throughput, median of rounds).")
     load = os.getloadavg()
     body = "\n".join([
         f"{run_context()} The platform (tritonserver, kserve servers, MLflow), the bare tritonservers and the "
@@ -561,17 +634,15 @@ def main() -> None:
         "the same tritonserver binary, Python backend and serving flags (without mlplane's API restrictions), "
         "one server per model, with a hand-written "
         "`model.py` doing the same numpy add per request (`bench/triton.py`, `BARE_MODEL_PY`), without and with "
-        "the same `dynamic_batching`. One `[1, 4]` request, tritonclient (HTTP and gRPC), one client per "
-        f"thread. After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare: {args.requests} "
-        f"sequential requests each (p50, pooled) and {args.seconds:g} s windows at 8 connections and at 16 gRPC "
-        "clients (throughput, median of rounds).",
+        f"the same `dynamic_batching`. One `[1, 4]` request. {trivial_method}",
         "",
         bare_report.markdown(),
         "",
         f"Noise: {spread(trivial['rounds'])}. Batches `add-tb` executed (`/v2/models/add-tb/stats`, batch size: "
         f"count): {evidence(trivial['batches'])}.",
         "",
-        "**iris, the identity model, Triton vs kserve** (Triton's HTTP requests with the same header): "
+        "**iris, the identity model, Triton vs kserve** (Triton's HTTP requests with the same header; load "
+        "generator: tritonclient for every row): "
         "iris (`mlplane_pipelines.iris`) on triton with `spec.batching` (maxBatchSize 32, "
         "preferredBatchSizes [8, 16], maxLatencyMs 2), on triton without batching and on kserve; an identity "
         "pyfunc with tensor signature FP32 `[-1, 262144]` on triton and kserve. Clients: `tritonclient.http`, "
@@ -588,7 +659,8 @@ def main() -> None:
         f"Dynamic batching evidence (`/v2/models/iris-tb/stats`, batches executed during the measured rounds, "
         f"batch size: count): {evidence(batches)}.",
         "",
-        f"Reproduce: `.venv/bin/python bench/triton.py` ({time.monotonic() - started:.0f} s).",
+        f"Reproduce: `.venv/bin/python bench/triton.py --load-generator {'perf_analyzer' if pa else 'python'}` "
+        f"({time.monotonic() - started:.0f} s).",
     ])
     write_section(SECTION, body)
     print(body)
