@@ -15,6 +15,11 @@ import argparse
 import sys
 from typing import Any
 
+import kopf
+
+from mlplane_operator.config import ConfigError, OperatorConfig
+from mlplane_operator.handlers import register
+
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 EXIT_CONFIG = 2
 
@@ -32,12 +37,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    import kopf
-
-    from mlplane_operator.config import ConfigError, OperatorConfig
-    from mlplane_operator.handlers import register
-
     try:
         config = OperatorConfig.from_env()
     except ConfigError as exc:

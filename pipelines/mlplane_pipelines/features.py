@@ -19,13 +19,19 @@ import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import feast
+import mlflow
+import pandas as pd
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import train_test_split
+
+from mlplane.registry import register_model
 from mlplane_pipelines.iris import FEATURES, SKLEARN_REQUIREMENTS, Registered, load_data
-
-if TYPE_CHECKING:
-    import feast
-    import pandas as pd
 
 ENTITY = "flower"
 ENTITY_KEY = "flower_id"
@@ -46,8 +52,6 @@ def default_base() -> datetime:
 
 def measurements(base: datetime) -> pd.DataFrame:
     """One row per flower and snapshot: ``flower_id``, ``event_timestamp`` and the four features."""
-    import pandas as pd
-
     X, _ = load_data()
     frames = []
     for days, growth in zip(SNAPSHOT_DAYS, GROWTH, strict=True):
@@ -60,8 +64,6 @@ def measurements(base: datetime) -> pd.DataFrame:
 
 def labels(base: datetime) -> pd.DataFrame:
     """The entity frame for training: ``flower_id``, the time its label was observed, ``species``."""
-    import pandas as pd
-
     _, y = load_data()
     ids = y.index.astype("int64")
     snapshot = ids % len(SNAPSHOT_DAYS)
@@ -79,9 +81,6 @@ def write_source(data_dir: Path, base: datetime) -> Path:
 
 def definitions(source: str | Path) -> tuple[feast.Entity, feast.FeatureView]:
     """The ``flower`` entity and the ``iris_measurements`` feature view over the parquet ``source``."""
-    from feast import Entity, FeatureView, Field, FileSource, ValueType
-    from feast.types import Float64
-
     flower = Entity(name=ENTITY, join_keys=[ENTITY_KEY], value_type=ValueType.INT64,
                     description="One iris flower, measured several times.")
     view = FeatureView(
@@ -97,8 +96,6 @@ def definitions(source: str | Path) -> tuple[feast.Entity, feast.FeatureView]:
 
 def store(repo: Path) -> feast.FeatureStore:
     """The Feast store of the repo directory holding ``feature_store.yaml`` (``.mlplane/feast`` locally)."""
-    from feast import FeatureStore
-
     return FeatureStore(repo_path=str(repo))
 
 
@@ -124,14 +121,6 @@ def train_on_features(tracking_uri: str, repo: Path, name: str = "iris-features"
     The model's signature is the four feature columns in :data:`FEATURES` order, so a deployment
     with ``features:`` fetching :data:`FEATURE_REFS` joins them straight in.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score
-    from sklearn.model_selection import train_test_split
-
-    from mlplane.registry import register_model
-
     fs = store(repo)
     frame = training_frame(fs, labels(base or default_base())).dropna(subset=FEATURES)
     X, y = frame[FEATURES], frame["species"].astype("int64")

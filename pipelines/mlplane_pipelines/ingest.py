@@ -16,7 +16,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-from mlplane.rag.ingest import IngestReport, IngestSettings
+from mlflow.tracking import MlflowClient
+
+from mlplane.rag.chunking import ChunkingError
+from mlplane.rag.embedding import load_embedder
+from mlplane.rag.ingest import IngestReport, IngestSettings, ingest
+from mlplane.rag.loaders import CorpusError, load_corpus
+from mlplane.rag.store import UnknownCollection, VectorStore, VectorStoreError
+from mlplane.registry import logged_run
 from mlplane.spec.platform import VectorIndexSpec
 
 EXPERIMENT = "mlplane-ingest"
@@ -38,11 +45,6 @@ def run_ingest(source: str, collection: str, *, vector_store_uri: str, tracking_
 
     Without ``tracking_uri`` nothing is logged (``run_id`` is empty).
     """
-    from mlplane.rag.embedding import load_embedder
-    from mlplane.rag.ingest import ingest
-    from mlplane.rag.loaders import load_corpus
-    from mlplane.rag.store import VectorStore
-
     started = time.perf_counter()
     docs = load_corpus(source)
     embedder = load_embedder(embedding_model, tracking_uri)
@@ -64,8 +66,6 @@ def run_ingest(source: str, collection: str, *, vector_store_uri: str, tracking_
 def _log_run(tracking_uri: str, experiment: str, source: str, report: IngestReport, settings: IngestSettings,
              index: VectorIndexSpec,
              load_s: float, total_s: float) -> str:
-    from mlplane.registry import logged_run
-
     params = {
         "collection": report.collection,
         "source": source,
@@ -84,8 +84,6 @@ def _log_run(tracking_uri: str, experiment: str, source: str, report: IngestRepo
 
 def last_ingest_params(tracking_uri: str, collection: str, experiment: str = EXPERIMENT) -> dict[str, str]:
     """The params of the latest ingestion run into ``collection`` (empty when there is none)."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -107,10 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model", default=None, help="MLflow model URI of the embedder")
     parser.add_argument("--index", default=None, help="spec.vectorStore.index as JSON (camelCase keys)")
     args = parser.parse_args(argv)
-
-    from mlplane.rag.chunking import ChunkingError
-    from mlplane.rag.loaders import CorpusError
-    from mlplane.rag.store import UnknownCollection, VectorStoreError
 
     try:
         index = VectorIndexSpec.model_validate(json.loads(args.index)) if args.index else None

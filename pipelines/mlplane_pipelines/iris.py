@@ -11,6 +11,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+
+from mlplane.registry import register_model
+
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SKLEARN_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
 
@@ -23,9 +33,7 @@ class Registered:
     accuracy: float
 
 
-def load_data():  # -> tuple[pd.DataFrame, pd.Series]
-    from sklearn.datasets import load_iris
-
+def load_data() -> tuple[pd.DataFrame, pd.Series]:
     data = load_iris(as_frame=True)
     X = data.data.copy()
     X.columns = FEATURES
@@ -34,14 +42,6 @@ def load_data():  # -> tuple[pd.DataFrame, pd.Series]
 
 def train_and_register(tracking_uri: str, name: str = "iris", C: float = 1.0, max_iter: int = 200,
                        alias: str | None = None, experiment: str = "iris") -> Registered:
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.model_selection import train_test_split
-
-    from mlplane.registry import register_model
-
     X, y = load_data()
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
     model = LogisticRegression(C=C, max_iter=max_iter).fit(X_train, y_train)

@@ -11,6 +11,7 @@ process-wide tracking and registry URIs (fluent runs, ``models:/`` downloads and
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tarfile
@@ -21,9 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import mlflow
+import mlflow.artifacts
 from mlflow.exceptions import MlflowException
+from mlflow.models import get_model_info
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
+from mlplane.core.signature import inputs_from_schema, outputs_from_schema
 from mlplane.resolution import Signature
 from mlplane.spec import AliasRef, ModelRef, VersionRef
 
@@ -73,9 +80,6 @@ def bound_requests(timeout_s: float, env: dict[str, str] | None = None) -> None:
     MLflow's defaults (120 s per request, 7 retries with backoff) keep a caller waiting for minutes on an
     unreachable server. Sets the process environment (MLflow reads it on every request) unless ``env``.
     """
-    import math
-    import os
-
     if timeout_s <= 0:
         raise ValueError(f"the registry timeout must be positive seconds; got {timeout_s:g}")
     target = os.environ if env is None else env
@@ -151,9 +155,6 @@ def tracking(uri: str | None) -> Iterator[None]:
     process-wide URIs, some ignoring a ``tracking_uri=`` argument for ``models:/``. Blocks run one at a time
     per process (a lock), so threads using different servers do not see each other's URIs.
     """
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     with _URIS_LOCK:
         saved = (tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in _URI_ENV})
         try:
@@ -180,8 +181,6 @@ def logged_run(tracking_uri: str, experiment: str, run_name: str | None = None, 
     Yields the active run (log more inside the block); MLflow's "view run" lines go to stderr so stdout
     stays for the caller's table or JSON.
     """
-    import mlflow
-
     with tracking(tracking_uri), contextlib.redirect_stdout(sys.stderr):
         experiment_id = _experiment_id(_client(tracking_uri), experiment)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
@@ -260,10 +259,6 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
 
 def signature(tracking_uri: str, uri: str) -> Signature:
     """The V2 tensors of a model's MLflow signature, read from its MLmodel file without loading it."""
-    from mlflow.models import get_model_info
-
-    from mlplane.core.signature import inputs_from_schema, outputs_from_schema
-
     try:
         with tracking(tracking_uri):  # get_model_info resolves models:/ URIs through the globals
             sig = get_model_info(uri).signature
@@ -339,8 +334,6 @@ class MlflowRegistry:
 
     def write_archive(self, archive: Any) -> None:
         """Download the model version's files, add the generated ones, tar.gz them and log the archive."""
-        import mlflow.artifacts
-
         where = f"{archive.source} -> run {archive.run_id}/{archive.path}"
         with tempfile.TemporaryDirectory(prefix="mlplane-archive-") as tmp:
             content = Path(tmp, "content")

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import os
 import secrets
+import shlex
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,4 @@ def use_platform_credentials(state_dir: Path | None = None, environ: MutableMapp
 
 def shell_exports(values: Mapping[str, str]) -> str:
     """``export KEY='VALUE'`` lines for ``eval "$(mlplane env)"``."""
-    import shlex
-
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())

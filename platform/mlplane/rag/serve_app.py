@@ -14,12 +14,14 @@ answered). Errors have OpenAI's shape, ``{"error": {"message", "type", "code", "
 """
 
 import asyncio
+import base64
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +29,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from mlplane.auth import ApiKeyMiddleware, AuthSettings, RateLimit
 from mlplane.rag import api as dp
+from mlplane.rag.embedding import load_embedder
+from mlplane.rag.generate import GenerationError, make_generator
 from mlplane.rag.openai_types import ChatCompletionRequest, EmbeddingRequest, RetrieveRequest
 from mlplane.rag.serve_config import EMBEDDER, GENERATOR, INGRESS, RETRIEVER, EmbedderArgs, GeneratorArgs, RagAppArgs
-from mlplane.rag.store import Hit
+from mlplane.rag.store import Hit, UnknownCollection, VectorStore, VectorStoreError
+from mlplane.registry import resolve
+from mlplane.spec.modelref import parse_model_ref
+from mlplane.spec.platform import VectorIndexSpec
 
 HEALTH_TIMEOUT_S = 5.0
 GENERATOR_SWITCH_TIMEOUT_S = 600.0
@@ -46,9 +54,6 @@ class Failure:
 
 def rag_error(exc: Exception) -> dp.RagError:
     """The one mapping from what went wrong to what the client sees (status, OpenAI error type and code)."""
-    from mlplane.rag.generate import GenerationError
-    from mlplane.rag.store import UnknownCollection, VectorStoreError
-
     if isinstance(exc, dp.RagError):
         return exc
     if isinstance(exc, RequestValidationError):
@@ -75,11 +80,6 @@ def error_response(exc: Exception, headers: dict[str, str] | None = None) -> JSO
 
 def _pin(model_uri: str, tracking_uri: str | None) -> tuple[str, str]:
     """``(uri, version)``: a registry alias pinned to the version it names now."""
-    import mlflow
-
-    from mlplane.registry import resolve
-    from mlplane.spec.modelref import parse_model_ref
-
     resolved = resolve(tracking_uri or mlflow.get_tracking_uri(), parse_model_ref(model_uri))
     return resolved.uri, resolved.version
 
@@ -89,8 +89,6 @@ class Embedder:
     """The embedding model; ``embed_one`` calls from concurrent requests are batched (``spec.batching``)."""
 
     def __init__(self, args: dict[str, Any], tracking_uri: str | None) -> None:
-        from mlplane.rag.embedding import load_embedder
-
         cfg = EmbedderArgs.model_validate(args)
         uri, version = _pin(cfg.model_uri, tracking_uri)
         self.embedder = load_embedder(uri, tracking_uri)
@@ -117,16 +115,11 @@ class Retriever:
     """Nearest chunks in the vector store."""
 
     def __init__(self, vector_store_uri: str | None, index: dict[str, Any]) -> None:
-        from mlplane.rag.store import VectorStore
-        from mlplane.spec.platform import VectorIndexSpec
-
         if not vector_store_uri:
             raise ValueError("the RAG service needs a vector store: enable spec.vectorStore on the platform")
         self.store = VectorStore(vector_store_uri, VectorIndexSpec.model_validate(index))
 
     async def search(self, collection: str, vector: np.ndarray, top_k: int) -> list[Hit] | Failure:
-        from mlplane.rag.store import UnknownCollection, VectorStoreError
-
         try:
             (hits,) = await asyncio.to_thread(self.store.search, collection, vector, top_k)
         except (UnknownCollection, VectorStoreError) as exc:
@@ -146,8 +139,6 @@ class Generator:
     """
 
     def __init__(self, args: dict[str, Any], tracking_uri: str | None) -> None:
-        from mlplane.rag.generate import make_generator
-
         self.args = GeneratorArgs.model_validate(args)
         self.tracking_uri = tracking_uri
         version = ""
@@ -157,8 +148,6 @@ class Generator:
         self.generator = make_generator(self.args, tracking_uri, version)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        from mlplane.rag.generate import make_generator
-
         version = str(user_config.get("model_version") or "")
         if self.args.type != "local" or not version or version == self.generator.info.version:
             return
@@ -168,8 +157,6 @@ class Generator:
 
     async def stream(self, question: str, hits: list[Hit], max_tokens: int,
                      temperature: float) -> AsyncIterator[dict[str, Any] | str | Failure]:
-        from mlplane.rag.generate import GenerationError
-
         yield asdict(self.generator.info)
         pieces = iter(self.generator.stream(question, hits, max_tokens, temperature))
         while True:
@@ -207,8 +194,6 @@ class BodyLimit:
 
 
 def _base64(vector: np.ndarray) -> str:
-    import base64
-
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
 
 
@@ -246,8 +231,6 @@ def make_api(ingress: "Ingress") -> FastAPI:
         api.add_api_route(path, getattr(ingress, name), methods=[method], response_model=None)
     api.add_middleware(BodyLimit, max_bytes=cfg.limits.max_request_bytes)
     if cfg.auth.enabled:
-        from mlplane.auth import ApiKeyMiddleware, AuthSettings, RateLimit
-
         assert cfg.auth.keys_file is not None
         settings = AuthSettings(keys_file=Path(cfg.auth.keys_file),
                                 default_limit=RateLimit(cfg.auth.requests_per_second, cfg.auth.burst))

@@ -19,6 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import serve
+from ray.serve._private import api as serve_api
+from ray.serve.schema import ServeDeploySchema
+
 log = logging.getLogger("mlplane.rag.serve_local")
 
 STATUS_INTERVAL_S = 2.0
@@ -39,8 +44,6 @@ def _value(enum: Any) -> str:
 
 def _app_status(app_name: str) -> dict[str, Any]:
     """The application's status and, per deployment, its status and running replicas."""
-    from ray import serve
-
     app = serve.status().applications.get(app_name)
     if app is None:
         return {"status": "NOT_STARTED", "message": "", "deployments": {}}
@@ -59,16 +62,11 @@ def _write_status(path: Path, status: dict[str, Any]) -> None:
 
 
 def _schema(config: dict[str, Any], host: str, port: int) -> Any:
-    from ray.serve.schema import ServeDeploySchema
-
     return ServeDeploySchema.model_validate({"http_options": {"host": host, "port": port},
                                              "applications": [config["app"]]})
 
 
 def run(config_file: Path, host: str, port: int) -> int:
-    import ray
-    from ray.serve._private import api as serve_api
-
     config = json.loads(config_file.read_text())
     app = config["app"]
     schema = _schema(config, host, port)
@@ -102,8 +100,6 @@ def run(config_file: Path, host: str, port: int) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
-        from ray import serve
-
         try:
             serve.shutdown()
         finally:

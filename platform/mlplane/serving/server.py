@@ -66,6 +66,7 @@ from kserve.protocol.rest.server import RESTServer
 from mlplane.auth import ApiKeyMiddleware, Authenticator, AuthSettings, RateLimit
 from mlplane.auth.grpc_auth import ApiKeyInterceptor
 from mlplane.core.signature import SignatureError
+from mlplane.features.online import OnlineFeatures, parse_features
 
 from .control import (
     CONTROL_REFUSED,
@@ -472,8 +473,6 @@ def serve(settings: ServingSettings) -> None:
     version = settings.model_version or version_from_uri(settings.model_uri) or "1"
     features = None
     if settings.features and settings.feature_store_yaml:
-        from mlplane.features.online import OnlineFeatures, parse_features
-
         features = OnlineFeatures(parse_features(settings.features), settings.feature_store_yaml)
     model = PyfuncModel(settings.name, settings.model_uri, version, features)
     model.load()

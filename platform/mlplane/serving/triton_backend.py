@@ -24,7 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc.context import Context, set_prediction_context
 
 from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input
 
@@ -46,8 +48,7 @@ class _Input:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        import mlflow.pyfunc
-        import triton_python_backend_utils as pb_utils
+        import triton_python_backend_utils as pb_utils  # exists only inside Triton's Python backend stub
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])
@@ -164,8 +165,6 @@ def pyfunc_predictor(model: Any) -> Callable[[Any], Any]:
     model_id = getattr(model, "model_id", None)
     if not model_id:  # an empty prediction context changes nothing
         return fn
-    from mlflow.pyfunc.context import Context, set_prediction_context
-
     def predict(data: Any) -> Any:
         with set_prediction_context(Context(model_id=model_id)):
             return fn(data)
@@ -185,7 +184,7 @@ def _python_model_predict(impl: Any, predict_fn: Callable[..., Any]) -> Callable
     if type(impl).__name__ != "_PythonModelPyfuncWrapper" or python_model is None or predict_fn != impl.predict:
         return None
     try:
-        from mlflow.models.signature import _is_context_in_predict_function_signature
+        from mlflow.models.signature import _is_context_in_predict_function_signature  # private: not in every MLflow
     except ImportError:  # another MLflow: keep its wrapper
         return None
     parameters = inspect.signature(python_model.predict).parameters
