@@ -26,9 +26,14 @@ CACHE_ROOT = Path(os.environ.get("MLPLANE_IMAGE_CACHE", "/var/tmp/mlplane-images
 IMAGES_DIR = REPO_ROOT / "images"
 UV_BIN = REPO_ROOT / ".venv" / "bin" / "uv"
 
-# What the stand-in base holds; its cache key is derived from this.
-BASE_SUITE, BASE_VARIANT, BASE_PACKAGES = "bookworm", "minbase", ("python3", "python3-venv")
+# What the stand-in base holds; its cache key is derived from this. python:3.11-slim-bookworm's Python is
+# built --enable-shared: libpython3.11.so.1.0 is there, and Triton's Python backend stub (mlplane-triton)
+# links against it; Debian's python3 does not bring it, so the stand-in adds it.
+BASE_SUITE, BASE_VARIANT = "bookworm", "minbase"
+BASE_PACKAGES = ("python3", "python3-venv", "libpython3.11")
 BASE_MIRROR = os.environ.get("MLPLANE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What the kubelet and the runtime itself put into a container's /etc; not the application's writes.
+RUNTIME_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname"}
 
 
 class BuildahError(RuntimeError):
@@ -212,3 +217,24 @@ def stop(proc: subprocess.Popen) -> None:
             except ProcessLookupError:
                 pass
             proc.wait()
+
+
+def empty_dir(tmp_path: Path, name: str) -> Path:
+    """A world-writable empty directory, as a pod's emptyDir (the test runs as root, the pod as 1000)."""
+    path = tmp_path / name
+    path.mkdir()
+    path.chmod(0o1777)
+    return path
+
+
+def changed_outside_tmp(ctr: str, since: Path) -> list[str]:
+    """Files of the container's root file system modified after `since` (outside /tmp and mounts)."""
+    root = Path(buildah("mount", ctr).strip())
+    try:
+        out = subprocess.run(["find", str(root), "-xdev", "-newer", str(since), "-not", "-type", "d"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    finally:
+        subprocess.run(buildah_cmd("umount", ctr), capture_output=True, check=False)
+    rel = [str(Path(p).relative_to(root)) for p in out]
+    return sorted(p for p in rel if not p.startswith(("tmp/", "mnt/", "proc/", "sys/", "dev/", "run/"))
+                  and p not in RUNTIME_FILES)

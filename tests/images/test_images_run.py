@@ -1,7 +1,8 @@
 """The operator and model-server images, built here offline, run the chart's exact container commands.
 
-Each image is built from its Containerfile (tests/images/buildah.py: a debootstrap Debian standing in
-for python:3.11-slim-bookworm, uv.lock installed from this machine's uv cache). The chart is rendered
+Each image is built from its Containerfile (tests/images/image_builder.py: a debootstrap Debian standing
+in for python:3.11-slim-bookworm, uv.lock installed from this machine's uv cache). The Triton image and
+the chart's `mlplane-triton` runtime: test_triton_image.py. The chart is rendered
 with the real Helm engine, and the container of the operator Deployment and of the `mlplane-mlflow`
 ClusterServingRuntime is run inside the image as the chart runs it: its command, args and env, as
 UID 1000, with /tmp an empty directory (the chart's emptyDir) and nothing else writable — after the
@@ -36,8 +37,6 @@ CHART = REPO_ROOT / "charts" / "mlplane"
 NAMESPACE = "mlplane"
 # Where KServe's storage initializer leaves the model (the runtime's --model-uri).
 MODEL_DIR = "/mnt/models"
-# What the kubelet and the runtime itself put into a container's /etc; not the application's writes.
-RUNTIME_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname"}
 # What the kubernetes client says when neither in-cluster config nor a kubeconfig exists.
 NO_API_SERVER = "Invalid kube-config file. No configuration found."
 
@@ -67,27 +66,6 @@ def container_env(container: dict, objs: list[dict]) -> dict[str, str]:
         else:
             raise AssertionError(f"the test cannot provide env {item} of {container['name']}")
     return env
-
-
-def empty_dir(tmp_path: Path, name: str) -> Path:
-    """A world-writable empty directory, as a pod's emptyDir (the test runs as root, the pod as 1000)."""
-    path = tmp_path / name
-    path.mkdir()
-    path.chmod(0o1777)
-    return path
-
-
-def changed_outside_tmp(ctr: str, since: Path) -> list[str]:
-    """Files of the container's root file system modified after `since` (outside /tmp and mounts)."""
-    root = Path(buildah.buildah("mount", ctr).strip())
-    try:
-        out = subprocess.run(["find", str(root), "-xdev", "-newer", str(since), "-not", "-type", "d"],
-                             capture_output=True, text=True, check=True).stdout.split()
-    finally:
-        subprocess.run(buildah.buildah_cmd("umount", ctr), capture_output=True, check=False)
-    rel = [str(Path(p).relative_to(root)) for p in out]
-    return sorted(p for p in rel if not p.startswith(("tmp/", "mnt/", "proc/", "sys/", "dev/", "run/"))
-                  and p not in RUNTIME_FILES)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +116,7 @@ def test_the_serving_runtime_command_serves_a_model_inside_the_image(
         proc = subprocess.Popen(
             buildah.run_argv(ctr, argv, env=container_env(container, objs),
                              user=f"{security['runAsUser']}:{security['runAsGroup']}",
-                             mounts=[f"{model_dir}:{MODEL_DIR}:ro", f"{empty_dir(tmp_path, 'tmp')}:/tmp"]),
+                             mounts=[f"{model_dir}:{MODEL_DIR}:ro", f"{buildah.empty_dir(tmp_path, 'tmp')}:/tmp"]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -163,7 +141,7 @@ def test_the_serving_runtime_command_serves_a_model_inside_the_image(
         finally:
             buildah.stop(proc)
             log.close()
-        assert changed_outside_tmp(ctr, marker) == []
+        assert buildah.changed_outside_tmp(ctr, marker) == []
 
 
 # --------------------------------------------------------------------------- the operator
@@ -188,7 +166,7 @@ def test_the_operator_command_starts_and_fails_only_for_want_of_an_api_server(
         marker = tmp_path / "started"
         marker.touch()
         time.sleep(1.1)
-        mounts = [f"{empty_dir(tmp_path, 'tmp')}:/tmp"]
+        mounts = [f"{buildah.empty_dir(tmp_path, 'tmp')}:/tmp"]
         # The configuration the operator reads from the chart's ConfigMap and Deployment, in the image.
         shown = subprocess.run(buildah.run_argv(ctr, ["python", "-c", config_py], env=env, user=user, mounts=mounts),
                                capture_output=True, text=True, timeout=300)
@@ -215,7 +193,7 @@ def test_the_operator_command_starts_and_fails_only_for_want_of_an_api_server(
         output = "".join(lines)
         assert "Service host/port is not set" in output and NO_API_SERVER in output, output[-4000:]
         assert "ModuleNotFoundError" not in output and "ImportError" not in output, output[-4000:]
-        assert changed_outside_tmp(ctr, marker) == []
+        assert buildah.changed_outside_tmp(ctr, marker) == []
 
 
 def test_the_images_run_as_uid_1000_and_carry_their_labels(operator_image: str, serving_image: str) -> None:

@@ -4,7 +4,7 @@ request crashes or exhausts a server), with the chart's exact container.
 A real tritonserver (the nvidia-pytriton wheel's 2.51) is started the way KServe starts the chart's
 ClusterServingRuntime `mlplane-triton` for the InferenceService mlplane renders: the runtime's command
 (`python -m mlplane.triton.server`) and args, the InferenceService's args and env appended
-(tests/charts/triton_cluster.py), on a self-contained cluster model repository (`cluster_repository`, the
+(tests/charts/triton_cluster.py), on a self-contained cluster model repository (`cluster_model_repository`, the
 MLflow model in `<name>/1/model`, as the storage initializer downloads it to /mnt/models). Only what
 the image provides differently here is rewritten: the ports (free loopback ports, bound to 127.0.0.1),
 /mnt/models, the backend directory (the image's /opt/tritonserver/backends) and PATH (the image links
@@ -36,13 +36,13 @@ from triton_attacks import (  # noqa: E402
     BAD_SHAPES,
     CRASHERS,
     MODEL,
+    cluster_model_repository,
     free_port,
     grpc_bad_shape_is_refused,
     grpc_over_max_request_bytes_is_refused,
     http_health_metadata_and_statistics_are_open,
     http_inference_is_refused,
     running,
-    save_iris,
 )
 from triton_cluster import predictor_container, triton_isvc, triton_runtime  # noqa: E402
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
@@ -50,9 +50,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 
 from mlplane.runtime.local.runtimes import find_triton  # noqa: E402
 from mlplane.runtime.local.triton_control import grpc_model_load  # noqa: E402
-from mlplane.spec import ModelDeployment  # noqa: E402
 from mlplane.triton.args import TRITON_CONTROL_HEADER  # noqa: E402
-from mlplane.triton.repository import cluster_repository  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -72,21 +70,6 @@ def _rewrite(args: list[str], ports: dict[int, int], repository: Path, backends:
         out.append(arg)
     return [*out, f"--backend-directory={backends}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
-
-
-def _cluster_repository(root: Path) -> Path:
-    """What the storage initializer puts in /mnt/models: the generated repository, the MLflow model inside it."""
-    model_dir = root / "iris-model"
-    sig = save_iris(model_dir)
-    dep = ModelDeployment.model_validate({"metadata": {"name": MODEL},
-                                          "spec": {"model": "models:/iris/1", "runtime": "triton"}})
-    repo = cluster_repository(MODEL, "1", sig.inputs, sig.outputs, dep.spec)
-    models = root / "models"
-    for path, text in repo.files.items():
-        (models / path).parent.mkdir(parents=True, exist_ok=True)
-        (models / path).write_text(text, encoding="utf-8")
-    shutil.copytree(model_dir, models / repo.model_dir)
-    return models
 
 
 def _image_layout(root: Path) -> tuple[Path, Path, list[str]]:
@@ -111,7 +94,7 @@ def cluster_triton(tmp_path_factory):
     ports = {p["containerPort"]: free_port() for p in container["ports"]}
     named = {p["name"]: ports[p["containerPort"]] for p in container["ports"]}
     backends, bin_dir, library_path = _image_layout(root)
-    args = _rewrite(container["args"], ports, _cluster_repository(root), backends)
+    args = _rewrite(container["args"], ports, cluster_model_repository(root), backends)
     env = {k: v for k, v in os.environ.items() if k != "MLPLANE_TRITON_SITE_PACKAGES"}
     env.update({e["name"]: e["value"] for e in container["env"]})
     # The image's PATH: its virtualenv's python (mlplane installed), then tritonserver.

@@ -3,6 +3,8 @@
 Shared by test_triton_limits.py (the local runtime's command line) and test_triton_cluster_limits.py (the
 chart's, through `python -m mlplane.triton.server`): both start a real tritonserver (the
 nvidia-pytriton wheel's) serving an iris model and send each attack with the helpers here.
+tests/images/test_triton_image.py runs the chart's command inside the mlplane-triton image on the same
+cluster repository (`cluster_model_repository`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +33,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from mlplane.core.signature import inputs_from_schema, outputs_from_schema
 from mlplane.resolution import Signature
+from mlplane.spec import ModelDeployment
 from mlplane.triton.args import TRITON_HTTP_INFERENCE_CLOSED
+from mlplane.triton.repository import cluster_repository
 
 MODEL = "iris"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -58,6 +63,25 @@ def save_iris(path: Path) -> Signature:
     sig = infer_signature(X, model.predict(X))
     mlflow.sklearn.save_model(model, str(path), signature=sig, pip_requirements=["scikit-learn"])
     return Signature(inputs_from_schema(sig.inputs), outputs_from_schema(sig.outputs))
+
+
+def cluster_model_repository(root: Path) -> Path:
+    """What KServe's storage initializer puts in /mnt/models for a `runtime: triton` deployment: the generated
+    cluster repository (`cluster_repository`) with the MLflow iris model inside it, at `root`/models.
+    Readable by anyone, as the storage initializer leaves it for the model server's UID."""
+    model_dir = root / "iris-model"
+    sig = save_iris(model_dir)
+    dep = ModelDeployment.model_validate({"metadata": {"name": MODEL},
+                                          "spec": {"model": "models:/iris/1", "runtime": "triton"}})
+    repo = cluster_repository(MODEL, "1", sig.inputs, sig.outputs, dep.spec)
+    models = root / "models"
+    for path, text in repo.files.items():
+        (models / path).parent.mkdir(parents=True, exist_ok=True)
+        (models / path).write_text(text, encoding="utf-8")
+    shutil.copytree(model_dir, models / repo.model_dir)
+    for p in [models, *models.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return models
 
 
 def _limit_address_space() -> None:
