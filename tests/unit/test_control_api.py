@@ -127,7 +127,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
 def test_every_operation_round_trips(platform: Platform) -> None:
     assert control.request(platform.paths, "ping") == {"pid": os.getpid()}
 
-    deployed = control.request(platform.paths, "deploy", yaml=IRIS, source="iris.yaml")
+    deployed = control.request(platform.paths, "deploy", name="iris", yaml=IRIS, source="iris.yaml")
     assert deployed == {"name": "iris", "model": "models:/iris/3", "status": "ready"}
     assert platform.ops.deployments["iris"] == load_text(IRIS)[0]
 
@@ -151,13 +151,14 @@ def test_shutdown_answers_then_the_server_stops_and_removes_its_socket(tmp_path:
 def test_deploy_of_what_the_cli_sends(platform: Platform) -> None:
     """The CLI sends dump_yaml([dep]) of a spec it loaded: the supervisor receives the same deployment."""
     (dep,) = load_text(IRIS.replace("name: iris", "name: iris-eu"))
-    control.request(platform.paths, "deploy", yaml=dump_yaml([dep]), source="/home/ana/spécs/iris.yaml")
+    control.request(platform.paths, "deploy", name="iris-eu", yaml=dump_yaml([dep]), source="/home/ana/spécs/iris.yaml")
     assert platform.ops.deployments["iris-eu"] == dep
 
 
 def test_an_invalid_spec_is_bad_input_naming_the_field_and_the_source(platform: Platform) -> None:
     with pytest.raises(control.ControlError) as caught:
-        control.request(platform.paths, "deploy", yaml=IRIS + "  replicas: -1\n", source="/home/ana/spécs/iris.yaml")
+        control.request(platform.paths, "deploy", name="iris", yaml=IRIS + "  replicas: -1\n",
+                        source="/home/ana/spécs/iris.yaml")
     assert caught.value.code == 2
     assert "spec.replicas" in str(caught.value) and "/home/ana/spécs/iris.yaml" in str(caught.value)
     assert platform.ops.deployments == {}
@@ -165,7 +166,7 @@ def test_an_invalid_spec_is_bad_input_naming_the_field_and_the_source(platform: 
 
 def test_yaml_that_does_not_parse_is_bad_input(platform: Platform) -> None:
     with pytest.raises(control.ControlError) as caught:
-        control.request(platform.paths, "deploy", yaml="kind: [ModelDeployment\n", source="broken.yaml")
+        control.request(platform.paths, "deploy", name="iris", yaml="kind: [ModelDeployment\n", source="broken.yaml")
     assert caught.value.code == 2 and "broken.yaml" in str(caught.value)
 
 
@@ -201,7 +202,7 @@ def test_a_body_that_is_not_one_model_deployment_named_as_the_path_is_refused(pl
 def test_an_operation_refusing_the_request_is_bad_input(platform: Platform) -> None:
     refused = IRIS.replace("models:/iris/3", "models:/refused/1")
     with pytest.raises(control.ControlError) as caught:
-        control.request(platform.paths, "deploy", yaml=refused, source="iris.yaml")
+        control.request(platform.paths, "deploy", name="iris", yaml=refused, source="iris.yaml")
     assert caught.value.code == 2 and "model 'refused' is not registered" in str(caught.value)
     with platform.raw() as client:
         reply = client.put("/v1/deployments/iris", content=refused, headers={"Content-Type": "application/yaml"})

@@ -293,7 +293,7 @@ def deploy(
     results = []
     for dep, source in sources:
         with err.status(f"Deploying {dep.metadata.name} ({dep.spec.model})…"):
-            results.append(_call(paths, "deploy", yaml=dump_yaml([dep]), source=source))
+            results.append(_call(paths, "deploy", name=dep.metadata.name, yaml=dump_yaml([dep]), source=source))
     if output is not Output.table:
         emit(results, output)
         return

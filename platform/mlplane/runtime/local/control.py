@@ -15,13 +15,12 @@ from urllib.parse import quote
 
 import httpx
 import psutil
-import yaml
 
 from mlplane.core.statedir import resolve_state_dir
 from mlplane.runtime.local import process
 from mlplane.runtime.local.paths import StateFileError, StatePaths, quarantine, read_json_object, write_private
 from mlplane.runtime.local.plan import VECTOR_STORE_COMPONENT
-from mlplane.spec import Platform, SpecError, dump_yaml, load_text
+from mlplane.spec import Platform, dump_yaml
 
 
 class ControlError(Exception):
@@ -153,7 +152,8 @@ _SOURCE_HEADER = "X-Mlplane-Source"  # control_api.SOURCE_HEADER (not imported: 
 def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -> Any:
     """Send one request to the supervisor's control API and return its result (raises ControlError).
 
-    ``op``: ``ping``; ``deploy`` with ``yaml`` (one ModelDeployment) and ``source`` (named in spec errors);
+    ``op``: ``ping``; ``deploy`` with ``name``, ``yaml`` (that one ModelDeployment: the supervisor parses and
+    checks it) and ``source`` (named in spec errors);
     ``undeploy`` with ``name``; ``promote`` with ``name`` and ``version``; ``shutdown``.
     """
     if op not in _ROUTES:
@@ -161,17 +161,14 @@ def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -
     method, route = _ROUTES[op]
     headers: dict[str, str] = {}
     body: dict[str, Any] = {}
+    name = str(fields.get("name", ""))
     if op == "deploy":
         text = str(fields["yaml"])
         source = str(fields.get("source") or "<request>")
-        name = _deployment_name(text, source)
         headers = {"Content-Type": "application/yaml", _SOURCE_HEADER: quote(source, safe="/:<>")}
         body = {"content": text.encode("utf-8")}
     elif op == "promote":
-        name = str(fields["name"])
         body = {"json": {"version": str(fields["version"])}}
-    else:
-        name = str(fields.get("name", ""))
     url = route.format(name=quote(name, safe=""))
     state = read_state(paths) or {}
     sock_path = (state.get("supervisor") or {}).get("socket") or str(paths.socket)
@@ -197,25 +194,6 @@ def request(paths: StatePaths, op: str, timeout: float = 900.0, **fields: Any) -
         raise ControlError(str(error or f"HTTP {reply.status_code} from the supervisor on {paths.root}"),
                            code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else 1)
     return result
-
-
-def _deployment_name(text: str, source: str) -> str:
-    """``metadata.name`` of the one ModelDeployment in ``text`` (the request's path names it).
-
-    What is not one readable document with a name is checked here with the loader, for its message.
-    """
-    with contextlib.suppress(yaml.YAMLError):
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        meta = docs[0].get("metadata") if len(docs) == 1 and isinstance(docs[0], dict) else None
-        name = meta.get("name") if isinstance(meta, dict) else None
-        if isinstance(name, str) and name and "/" not in name:
-            return name
-    try:
-        resources = load_text(text, source=source)
-    except SpecError as exc:
-        raise ControlError(str(exc), 2) from None
-    raise ControlError(f"{source}: expected exactly one ModelDeployment; found "
-                       f"{', '.join(r.kind for r in resources)}", 2)
 
 
 def leftover_processes(state: dict[str, Any]) -> list[tuple[str, int, float]]:

@@ -267,11 +267,9 @@ class DeploymentManager:
 
     # ----------------------------------------------------------------- keeping them serving
     async def restart(self, name: str, dep: Deployment) -> None:
-        """Start a crashed model server again, on what the deployment serves now."""
-        def respec() -> Any:
-            return dep.plan.process
-
-        await self.runner.restart(name, dep.component, lock=dep.lock, respec=respec,
+        """Start a crashed model server again, on what the deployment serves now (its component's spec is the
+        plan's process: :meth:`swap` replaces both)."""
+        await self.runner.restart(name, dep.component, lock=dep.lock,
                                   alive=lambda: self.state.deployments.get(name) is dep)
 
     async def check_models(self) -> None:

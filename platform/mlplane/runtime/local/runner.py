@@ -145,14 +145,11 @@ class ComponentRunner:
         return False
 
     async def restart(self, name: str, comp: Component, lock: asyncio.Lock | None = None,
-                      respec: Callable[[], ProcessSpec] | None = None, alive: Callable[[], bool] = lambda: True,
-                      ) -> None:
-        """Start ``comp`` again (under ``lock``, on ``respec()`` when given); a failed start backs off again
-        while ``alive()`` (the component is still wanted)."""
+                      alive: Callable[[], bool] = lambda: True) -> None:
+        """Start ``comp`` again on its spec (under ``lock``); a failed start backs off again while ``alive()``
+        (the component is still wanted)."""
         try:
             async with lock if lock is not None else contextlib.nullcontext():
-                if respec is not None:
-                    comp.spec = respec()
                 comp.restarts += 1
                 await self.start(comp)
         except Exception:  # the component stays down; the next attempt follows its backoff

@@ -32,7 +32,7 @@ import httpx
 
 from mlplane.auth import KeyStore
 from mlplane.runtime.local import process
-from mlplane.runtime.local.components import Component, Deployment, OperationError
+from mlplane.runtime.local.components import Component, OperationError
 from mlplane.runtime.local.control_api import make_app, serve
 from mlplane.runtime.local.deployments import DeploymentManager, PlatformState, describe
 from mlplane.runtime.local.paths import StateFileError, StatePaths, quarantine, read_json_object, write_private
@@ -67,19 +67,6 @@ class Supervisor:
         grace = float(platform.spec.serving.grace_period_seconds)
         self.runner = ComponentRunner(self._http, grace, self._read_previous(), self._digest, self.write_state)
         self.manager = DeploymentManager(self.state, self.runner, self._http, self._port, self.write_state)
-
-    # What the CLI and tests read (the shared state lives in self.state).
-    @property
-    def components(self) -> dict[str, Component]:
-        return self.state.components
-
-    @property
-    def deployments(self) -> dict[str, Deployment]:
-        return self.state.deployments
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.state.tracking_uri
 
     def _read_ports(self) -> dict[str, int]:
         try:
