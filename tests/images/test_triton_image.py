@@ -49,12 +49,12 @@ from sklearn.datasets import load_iris  # noqa: E402
 from triton_attacks import (  # noqa: E402
     FEATURES,
     MODEL,
-    READY_TIMEOUT_S,
     Server,
     cluster_model_repository,
     grpc_over_max_request_bytes_is_refused,
     http_inference_is_refused,
     tree_rss,
+    wait_until_ready,
 )
 from triton_cluster import predictor_container, triton_isvc, triton_runtime  # noqa: E402
 
@@ -158,17 +158,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, triton_image: str, runtime:
             http = f"http://127.0.0.1:{ports['http1']}"
             server = Server(proc, http, f"127.0.0.1:{ports['grpc']}", f"http://127.0.0.1:{ports['metrics']}/metrics",
                             log_path)
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                try:
-                    if httpx.get(f"{http}/v2/health/ready", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    f"the image's Triton never became ready (exit {proc.poll()}):\n"
-                    f"{log_path.read_text(errors='replace')[-4000:]}")
-                time.sleep(1)
+            wait_until_ready(proc, f"{http}/v2/health/ready", log_path, what="the image's Triton")
             server.baseline = tree_rss(proc.pid)
             yield {"server": server, "ctr": ctr, "marker": marker, "ports": ports, "repository": repository}
         finally:

@@ -114,6 +114,20 @@ class Server:
         assert tree_rss(self.proc.pid) < self.baseline + GROWTH
 
 
+def wait_until_ready(proc: subprocess.Popen, url: str, log: Path, what: str = "tritonserver") -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if ``proc`` exits or READY_TIMEOUT_S passes."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            f"{what} never became ready (exit {proc.poll()}):\n{log.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.5)
+
+
 @contextmanager
 def running(argv: Sequence[str], env: Mapping[str, str], log: Path, *, http_url: str, grpc_address: str,
             metrics_url: str) -> Iterator[Server]:
@@ -125,15 +139,7 @@ def running(argv: Sequence[str], env: Mapping[str, str], log: Path, *, http_url:
                                 preexec_fn=_limit_address_space)
     server = Server(proc, http_url, grpc_address, metrics_url, log)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(f"{http_url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_ready(proc, f"{http_url}/v2/models/{MODEL}/ready", log)
         server.baseline = tree_rss(proc.pid)
         yield server
     finally:
