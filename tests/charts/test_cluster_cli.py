@@ -221,6 +221,20 @@ def test_real_install_refuses_an_unreachable_cluster_before_changing_anything(
     _assert_clean_failure(proc, 1, "cannot reach the Kubernetes API server")
 
 
+def test_without_the_cluster_extra_the_cli_says_what_to_install(tmp_path: Path) -> None:
+    """`pip install mlplane` without the `cluster` extra has no helm-python-sdk: the command says so."""
+    missing = tmp_path / "without-helm"
+    missing.mkdir()
+    (missing / "helm_python.py").write_text('raise ModuleNotFoundError("No module named \'helm_python\'")\n')
+    env = {**os.environ, "HOME": str(tmp_path), "COLUMNS": "200", "NO_COLOR": "1",
+           "KUBECONFIG": str(tmp_path / "no-kubeconfig"), "PYTHONPATH": str(missing)}
+    proc = subprocess.run([sys.executable, "-m", "mlplane", "cluster", "install", "--dry-run"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'mlplane[cluster]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_missing_charts_dir_is_named(tmp_path: Path) -> None:
     proc = run(tmp_path, "install", "--dry-run", "--charts-dir", str(tmp_path / "nowhere"))
     _assert_clean_failure(proc, 2, f"{tmp_path / 'nowhere' / 'mlplane-stack' / 'values.yaml'}: cannot be read",

@@ -1,4 +1,4 @@
-"""`pip install mlplane` is enough for `mlplane cluster install`: the charts ship inside the wheel.
+"""`pip install 'mlplane[cluster]'` is enough for `mlplane cluster install`: the charts ship inside the wheel.
 
 Builds the wheel from this tree (uv + hatchling, as a release would), checks every chart file is in
 it under mlplane/_charts, and runs `mlplane cluster install --dry-run` from the unpacked wheel, away
@@ -44,6 +44,16 @@ def test_every_chart_file_is_in_the_wheel(wheel: Path) -> None:
     missing = [p for p in tracked if "mlplane/_charts/" + p.removeprefix("charts/") not in names]
     assert missing == []
     assert "mlplane/_charts/mlplane-stack/values.yaml" in names
+
+
+def test_the_cluster_extra_brings_helms_engine(wheel: Path) -> None:
+    """The CLI's `cluster` commands import helm-python-sdk: the wheel's `cluster` extra (and `all`) requires it."""
+    archive = zipfile.ZipFile(wheel)
+    (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    lines = archive.read(metadata).decode().splitlines()
+    assert "Provides-Extra: cluster" in lines
+    helm = [line for line in lines if line.startswith("Requires-Dist: helm-python-sdk")]
+    assert any("extra == 'cluster'" in line or 'extra == "cluster"' in line for line in helm), helm
 
 
 def test_the_cli_finds_the_packaged_charts(wheel: Path, tmp_path: Path) -> None:

@@ -82,8 +82,11 @@ class HelmExecutor:
     """
 
     def __init__(self, kube_context: str | None, *, dry_run: bool, timeout: int) -> None:
-        import helm_python  # helm-python-sdk: a dev dependency, not installed with mlplane
-
+        try:
+            import helm_python  # the `cluster` extra (helm-python-sdk): only these commands need Helm's engine
+        except ImportError:
+            raise ClusterError("mlplane cluster drives Helm's engine from the helm-python-sdk package, which is not "
+                               "installed: pip install 'mlplane[cluster]'") from None
         self.helm = helm_python
         self.dry_run, self.timeout, self.context = dry_run, timeout, kube_context
         self.driver = "memory" if dry_run else os.environ.get("HELM_DRIVER") or None

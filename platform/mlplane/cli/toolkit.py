@@ -19,6 +19,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlplane.core.statedir import STATE_DIR_ENV
@@ -51,7 +52,7 @@ OutputOpt = output_option()
 
 def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit to raise: ``raise fail(...) from None``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
