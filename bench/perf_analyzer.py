@@ -58,6 +58,8 @@ class PerfAnalyzerMissing(RuntimeError):
 class Measurement:
     throughput: float  #: requests per second over the measured windows
     p50_ms: float  #: client-side p50 latency
+    #: the server's own time per request (its statistics: compute input + infer + output, µs), 0 when not reported
+    compute_us: float = 0.0
 
 
 def cache_dir() -> Path:
@@ -140,8 +142,9 @@ def measure_argv(model: str, address: str, protocol: str, concurrency: int, seco
 
 
 def parse_csv(text: str) -> Measurement:
-    """Throughput (``Inferences/Second``) and ``p50 latency`` (µs → ms) of perf_analyzer's ``-f`` CSV: the
-    first row (one concurrency level per run)."""
+    """Throughput (``Inferences/Second``), ``p50 latency`` (µs → ms) and the server's compute time per request
+    (``Server Compute Input/Infer/Output``, µs) of perf_analyzer's ``-f`` CSV: the first row (one concurrency
+    level per run)."""
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise ValueError(f"perf_analyzer's CSV has no measurement row:\n{text[:500]}")
@@ -149,7 +152,9 @@ def parse_csv(text: str) -> Measurement:
     for column in ("Inferences/Second", "p50 latency"):
         if column not in row:
             raise ValueError(f"perf_analyzer's CSV has no {column!r} column (columns: {', '.join(row)})")
-    return Measurement(throughput=float(row["Inferences/Second"]), p50_ms=float(row["p50 latency"]) / 1000.0)
+    compute = sum(float(row.get(f"Server Compute {part}") or 0) for part in ("Input", "Infer", "Output"))
+    return Measurement(throughput=float(row["Inferences/Second"]), p50_ms=float(row["p50 latency"]) / 1000.0,
+                       compute_us=compute)
 
 
 def find_perf_analyzer() -> PerfAnalyzer:

@@ -2,7 +2,7 @@
 kserve, binary tensors.
 
     .venv/bin/python bench/triton.py [--rounds 3] [--trivial-rounds 5] [--seconds 2.5]
-        [--load-generator auto|perf_analyzer|python]
+        [--load-generator auto|perf_analyzer|python] [--trivial-only]
 
 Starts a platform (``mlplane up`` in a temporary state dir). Triton's HTTP inference API is closed to
 clients (they infer over gRPC, docs/triton-limits.md): the HTTP rows send the header that opens it, which
@@ -33,6 +33,8 @@ sizes Triton's ``/v2/models/<name>/stats`` counted), Triton vs kserve (p50 at 1 
 throughput at 8 and 16), and a 1 MiB FP32 request+reply with the binary tensor extension vs JSON on
 both runtimes. Writes the tables to bench/RESULTS.md under ``## Triton: runtimes, dynamic batching,
 binary tensors`` (other sections are kept). Always runs ``mlplane down`` and stops the bare servers.
+``--trivial-only`` deploys only ``add-t`` / ``add-tb``, prints the mlplane vs bare table and writes nothing
+(a quick loop while profiling the backend).
 """
 
 from __future__ import annotations
@@ -395,9 +397,13 @@ def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, request
             return [t.perf_analyzer(pa, 1, seconds, input_data).p50_ms]
         return [s * 1000.0 for s in latency(t, requests)]
 
+    compute: dict[tuple[str, str, int], list[float]] = {}  # perf_analyzer: the server's µs per request
+
     def rate(t: AddTarget, clients: int) -> float:  # req/s
         if pa is not None:
-            return t.perf_analyzer(pa, clients, seconds, input_data).throughput
+            m = t.perf_analyzer(pa, clients, seconds, input_data)
+            compute.setdefault((t.label, t.proto, clients), []).append(m.compute_us)
+            return m.throughput
         return throughput(t, clients, seconds)
 
     def target(label: str, proto: str) -> AddTarget:
@@ -428,7 +434,8 @@ def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, request
     batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
     p50 = {k: statistics.median(v) if pa is not None else float(np.percentile(v, 50)) for k, v in lat.items()}
     return {"p50": p50, "tput": {k: statistics.median(v) for k, v in tput.items()},
-            "rounds": dict(tput), "batches": {s: n for s, n in sorted(batches.items()) if n}}
+            "rounds": dict(tput), "batches": {s: n for s, n in sorted(batches.items()) if n},
+            "compute": {k: statistics.median(v) for k, v in compute.items() if all(v)}}
 
 
 def trivial_report(m: dict) -> Report:
@@ -442,11 +449,19 @@ def trivial_report(m: dict) -> Report:
         a, b = tput[("add-t", proto, 8)], tput[("bare", proto, 8)]
         report.add(f"{label} throughput, 8 connections: mlplane (A) vs bare (B)", f"{a:.0f} req/s", f"{b:.0f} req/s",
                    ratio=a / b, goal="≥ 0.85", ok=a / b >= 0.85)
+    for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):  # where the time goes (perf_analyzer only)
+        a, b = m["compute"].get(("add-t", proto, 8)), m["compute"].get(("bare", proto, 8))
+        if a and b:
+            report.add(f"{label} server compute per request (input + infer + output), 8 connections: mlplane (A) "
+                       "vs bare (B)", f"{a:.0f} µs", f"{b:.0f} µs", ratio=a / b, goal="report", ok=None)
     for batched, plain, who, goal in (("add-tb", "add-t", "mlplane", 2.0), ("bare-b", "bare", "bare", None)):
         a, b = tput[(batched, "grpc", 16)], tput[(plain, "grpc", 16)]
         report.add(f"{who} dynamic batching gain, 16 gRPC clients: batching (A) vs none (B)", f"{a:.0f} req/s",
                    f"{b:.0f} req/s", ratio=a / b, goal=f"≥ {goal:.2f}" if goal else "report",
                    ok=a / b >= goal if goal else None)
+    a, b = tput[("add-tb", "grpc", 16)], tput[("bare-b", "grpc", 16)]
+    report.add("dynamic batching, 16 gRPC clients: mlplane (A) vs bare (B)", f"{a:.0f} req/s", f"{b:.0f} req/s",
+               ratio=a / b, goal="report", ok=None)
     return report
 
 
@@ -492,6 +507,9 @@ def main() -> None:
                         help="what measures the trivial-model rows: Triton's perf_analyzer (C++; auto: when "
                              "bench/perf_analyzer.py finds it) or tritonclient (Python threads); the iris and "
                              "identity rows always use tritonclient")
+    parser.add_argument("--trivial-only", action="store_true",
+                        help="measure only the mlplane vs bare Triton table (deploys add-t and add-tb) and print it; "
+                             "bench/RESULTS.md is left as it is")
     parser.add_argument("--binary-samples", type=int, default=20)
     parser.add_argument("--json-samples", type=int, default=5)
     args = parser.parse_args()
@@ -514,21 +532,29 @@ def main() -> None:
             mlplane(state_dir, "up", "-f", str(platform_yaml))
             TRITON_HTTP.update(triton_http_inference_header(StatePaths(state_dir).control_key_file.read_text().strip()))
             tracking = json.loads(mlplane(state_dir, "status", "-o", "json"))["trackingUri"]
-            train_and_register(tracking, name="iris")
-            register_identity(tracking)
+            deployments = {n: d for n, d in DEPLOYMENTS.items() if not args.trivial_only or d[0] == "add"}
+            if not args.trivial_only:
+                train_and_register(tracking, name="iris")
+                register_identity(tracking)
             register_add(tracking)
-            for name, (model, runtime, batching) in DEPLOYMENTS.items():
+            for name, (model, runtime, batching) in deployments.items():
                 path = Path(tmp) / f"{name}.yaml"
                 path.write_text(DEPLOYMENT.format(name=name, model=model, runtime=runtime, extra=batching or ""))
                 mlplane(state_dir, "deploy", "-f", str(path))
             deps: dict[str, dict] = json.loads(mlplane(state_dir, "status", "-o", "json"))["deployments"]
-            assert all(deps[n]["status"] == "ready" for n in DEPLOYMENTS), deps
+            assert all(deps[n]["status"] == "ready" for n in deployments), deps
             for server in bare.values():
                 server.wait_ready()
-            print(f"a platform + {len(DEPLOYMENTS)} deployments + bare Triton ready "
+            print(f"a platform + {len(deployments)} deployments + bare Triton ready "
                   f"({time.monotonic() - started:.0f}s)", flush=True)
 
             trivial = trivial_rounds(deps, bare, args.trivial_rounds, args.requests, args.seconds, pa, Path(tmp))
+            if args.trivial_only:
+                bare_report = trivial_report(trivial)
+                print(bare_report.markdown())
+                print(f"Noise: {spread(trivial['rounds'])}. Load average {os.getloadavg()[0]:.1f} (1 min). "
+                      "bench/RESULTS.md not written (--trivial-only).")
+                return
 
             tb = Target("iris-tb", deps["iris-tb"], True)
             tp = Target("iris-t", deps["iris-t"], False)

@@ -86,6 +86,66 @@ def test_unnamed_tensor_and_predict_without_context(tmp_path):
     np.testing.assert_array_equal(predict(data), ROWS + 1)
 
 
+@pytest.mark.parametrize("signature, arrays", [
+    (TENSOR_IN, {"INPUT0": ROWS}),
+    (Schema([TensorSpec(np.dtype(np.float32), (-1, 4))]), {"input-0": ROWS}),
+    (Schema([TensorSpec(np.dtype(np.float32), (-1, 4), "a"), TensorSpec(np.dtype(np.int64), (-1,), "b")]),
+     {"b": np.array([1, 2]), "a": ROWS}),
+], ids=["named", "unnamed", "two-tensors"])
+def test_checked_tensors_pass_through_as_the_decoder_hands_them_on(signature, arrays):
+    """The Triton backend skips the decoder for tensor signatures (Triton has checked the tensors against
+    config.pbtxt): the model must see exactly what the decoder would give it."""
+    decoder = RequestDecoder(signature)
+    assert decoder.passes_tensors_through
+    dtypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+    decoded = decoder.decode([_Input(n, dtypes[a.dtype], a) for n, a in arrays.items()])
+    passed = decoder.pass_through(dict(arrays))
+    assert type(passed) is type(decoded)
+    if isinstance(decoded, dict):
+        assert list(passed) == list(decoded)
+        for name in decoded:
+            assert passed[name] is decoded[name]
+    else:
+        assert passed is decoded
+
+
+def test_column_signatures_are_decoded():
+    """Columns become a DataFrame (and strings are decoded): never passed through."""
+    columns = Schema([ColSpec("double", "a"), ColSpec("string", "s")])
+    assert not RequestDecoder(columns).passes_tensors_through
+
+
+class SeesContext(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        from mlflow.pyfunc.context import get_prediction_context
+
+        seen = get_prediction_context()
+        return np.full((len(model_input["INPUT0"]), 4), 1.0 if seen and seen.model_id else 0.0, dtype=np.float32)
+
+
+def test_the_direct_path_predicts_in_the_logged_models_context(tmp_path, monkeypatch):
+    """A logged model's id is in MLflow's prediction context while it predicts (traces name it), as with
+    ``model.predict``, and gone afterwards."""
+    from mlflow.pyfunc.context import get_prediction_context
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="m", python_model=SeesContext(), pip_requirements=["numpy"],
+                                           signature=ModelSignature(inputs=TENSOR_IN, outputs=TENSOR_OUT))
+        model = mlflow.pyfunc.load_model(info.model_uri)
+        assert model.model_id
+        predict = pyfunc_predictor(model)
+        assert predict != model.predict
+        data = _decoded(model, INPUT0=ROWS)
+        np.testing.assert_array_equal(predict(data), model.predict(data))
+        np.testing.assert_array_equal(predict(data), np.ones((2, 4), dtype=np.float32))
+        assert get_prediction_context() is None
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_params_schema_defaults_still_apply(tmp_path):
     params = ParamSchema([ParamSpec("step", "integer", 10)])
     model = _save(tmp_path, AddOne(), TENSOR_IN, TENSOR_OUT, params)

@@ -259,6 +259,20 @@ class RequestDecoder:
             and self.inputs[0].datatype != "BYTES"
         )
 
+    @property
+    def passes_tensors_through(self) -> bool:
+        """Whether :meth:`decode` hands tensors that match the signature on unchanged (a tensor signature).
+
+        Then a caller that has already checked the names, datatypes and shapes of a request against the
+        signature (Triton, against the ``config.pbtxt`` generated from it) may call :meth:`pass_through`
+        instead: the model sees the same input.
+        """
+        return bool(self.inputs) and not self._columns
+
+    def pass_through(self, arrays: dict[str, np.ndarray]) -> Any:
+        """What :meth:`decode` returns for checked tensors of a tensor signature (:attr:`passes_tensors_through`)."""
+        return arrays[self.inputs[0].name] if self._single_unnamed else arrays
+
     def decode(self, inputs: Sequence[V2Input]) -> Any:
         if not inputs:
             raise SignatureError(f"the request has no inputs; expected {self._expected or 'at least one'}")

@@ -21,14 +21,16 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import mlflow.pyfunc
+import mlflow.pyfunc.context
 import numpy as np
 from mlflow.pyfunc.context import Context, set_prediction_context
 
-from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input
+from mlplane.core.signature import RequestDecoder, ResponseEncoder, SignatureError, example_input, v2_to_numpy
 
 
 class _Input:
@@ -58,10 +60,19 @@ class TritonPythonModel:
         self.model = mlflow.pyfunc.load_model(model_location(version_dir, meta["model_uri"]))
         signature = self.model.metadata.signature
         self._decoder = RequestDecoder(signature.inputs if signature else None)
+        # Triton has checked names, datatypes and shapes against config.pbtxt (the signature's): a tensor
+        # signature's arrays go to the model as they are, as the decoder would hand them on.
+        self._pass_through = self._decoder.passes_tensors_through
         self._encoder = ResponseEncoder(signature.outputs if signature else None)
         self._types = {t["name"]: _v2(t["data_type"]) for t in config["input"]}
+        self._strings = frozenset(n for n, t in self._types.items() if t == "BYTES")  # no DLPack for those
         self._outputs = [t["name"] for t in config["output"]]
         self._output_names = frozenset(self._outputs)
+        # One declared output whose dtype the model returns as an ndarray needs no encoding (the common case).
+        declared = self._encoder.outputs
+        single = declared[0] if len(declared) == 1 and self._outputs == [declared[0].name] else None
+        self._single_output = single.name if single is not None else None
+        self._single_dtype = v2_to_numpy(single.datatype) if single is not None else None
         self._max_request_bytes = int(os.environ.get("MLPLANE_MAX_REQUEST_BYTES") or 0)  # 0: no limit
         self._predict_fn = pyfunc_predictor(self.model)
         quiet_dlpack_capsule_errors()
@@ -79,58 +90,70 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------ helpers
     def _one(self, request: Any) -> Any:
-        inputs: list[_Input] = []
+        """One request: read, predict, answer (kept short: at low load its cost is the request's latency)."""
+        arrays: dict[str, np.ndarray] = {}
         try:
-            inputs = self._read(request)
-            (outputs,) = self._predict([inputs])
-            return self._respond(outputs)
+            arrays = self._read(request)
+            return self._respond(self._encode(self._predict_fn(self._decode(arrays))))
         except (RequestTooLarge, SignatureError) as exc:  # the client's mistake: 400 / INVALID_ARGUMENT
             return self._pb.InferenceResponse(error=self._pb.TritonError(str(exc), self._pb.TritonError.INVALID_ARG))
         except Exception as exc:
-            refused = [i.name for i in inputs if i.as_numpy().dtype.kind == "f" and not np.isfinite(i.as_numpy()).all()]
+            refused = [n for n, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
             if refused:  # NaN/Infinity the model refuses: the client's values, 400 naming the inputs (as kserve)
                 return self._pb.InferenceResponse(error=self._pb.TritonError(
                     f"input(s) {', '.join(map(repr, refused))} hold NaN or infinite values, which the model refuses: "
                     f"{type(exc).__name__}: {exc}", self._pb.TritonError.INVALID_ARG))
             return self._pb.InferenceResponse(error=self._pb.TritonError(f"{type(exc).__name__}: {exc}"))
 
-    def _read(self, request: Any) -> list[_Input]:
-        """The request's tensors (Triton already checked them against config.pbtxt's names and types)."""
-        types = self._types
-        inputs = []
-        for tensor in request.inputs():
-            name = tensor.name()
-            datatype = types[name]
-            inputs.append(_Input(name, datatype, tensor.as_numpy() if datatype == "BYTES" else np.from_dlpack(tensor)))
-        check_request_bytes(inputs, self._max_request_bytes)
-        return inputs
+    def _read(self, request: Any) -> dict[str, np.ndarray]:
+        """The request's tensors by name (Triton already checked them against config.pbtxt's names and types)."""
+        if self._strings:
+            strings = self._strings
+            arrays = {t.name(): t.as_numpy() if t.name() in strings else np.from_dlpack(t) for t in request.inputs()}
+        else:
+            arrays = {t.name(): np.from_dlpack(t) for t in request.inputs()}
+        if self._max_request_bytes:
+            check_request_bytes(arrays.values(), self._max_request_bytes)
+        return arrays
 
-    def _predict(self, batches: list[list[_Input]]) -> list[list[tuple[str, np.ndarray]]]:
+    def _decode(self, arrays: dict[str, np.ndarray]) -> Any:
+        """The model's input, as the kserve runtime's decoder makes it."""
+        if self._pass_through:
+            return self._decoder.pass_through(arrays)
+        types = self._types
+        return self._decoder.decode([_Input(n, types[n], a) for n, a in arrays.items()])
+
+    def _predict(self, batches: list[dict[str, np.ndarray]]) -> list[list[tuple[str, np.ndarray]]]:
         """Predict the rows of all requests at once; one list of (name, array) per request."""
         if len(batches) == 1:
             merged = batches[0]
         else:
-            order = [i.name for i in batches[0]]
-            by_name = [{i.name: i for i in b} for b in batches]
-            if any(b.keys() != by_name[0].keys() for b in by_name[1:]):  # not the same inputs: no common batch
+            first = batches[0]
+            if any(b.keys() != first.keys() for b in batches[1:]):  # not the same inputs: no common batch
                 raise ValueError("the requests of this batch do not carry the same inputs")
-            merged = [_Input(n, by_name[0][n].datatype, np.concatenate([b[n].as_numpy() for b in by_name]))
-                      for n in order]
-        encoded = {name: arr for name, _dt, arr in self._encoder.encode(self._predict_fn(self._decoder.decode(merged)))}
-        if not self._output_names <= encoded.keys():
-            missing = [n for n in self._outputs if n not in encoded]
-            raise ValueError(f"the model returned {sorted(encoded)}, not the declared output(s) {missing}")
-        outputs = [(n, encoded[n]) for n in self._outputs]
+            merged = {n: np.concatenate([b[n] for b in batches]) for n in first}
+        outputs = self._encode(self._predict_fn(self._decode(merged)))
         if len(batches) == 1:
             return [outputs]
-        ends = np.cumsum([b[0].shape[0] for b in batches]).tolist()
+        ends = np.cumsum([len(next(iter(b.values()))) for b in batches]).tolist()
         if any(len(a) != ends[-1] for _n, a in outputs):  # rows cannot be told apart: answer each alone
             raise ValueError(f"the model returned {[len(a) for _n, a in outputs]} rows for {ends[-1]} input rows")
         return [[(n, a[start:end]) for n, a in outputs] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
+    def _encode(self, prediction: Any) -> list[tuple[str, np.ndarray]]:
+        """The declared outputs of ``prediction``, in config order, as the kserve runtime's encoder makes them."""
+        if type(prediction) is np.ndarray and prediction.dtype == self._single_dtype:  # what encode() would return
+            return [(self._single_output, prediction)]  # type: ignore[list-item]
+        encoded = {name: arr for name, _dt, arr in self._encoder.encode(prediction)}
+        if not self._output_names <= encoded.keys():
+            missing = [n for n in self._outputs if n not in encoded]
+            raise ValueError(f"the model returned {sorted(encoded)}, not the declared output(s) {missing}")
+        return [(n, encoded[n]) for n in self._outputs]
+
     def _respond(self, outputs: list[tuple[str, np.ndarray]]) -> Any:
         pb = self._pb
-        return pb.InferenceResponse([pb.Tensor.from_dlpack(n, _exportable(a)) for n, a in outputs])
+        return pb.InferenceResponse([pb.Tensor.from_dlpack(n, a if a.flags.c_contiguous and a.flags.writeable
+                                                           else _exportable(a)) for n, a in outputs])
 
 
 def pyfunc_predictor(model: Any) -> Callable[[Any], Any]:
@@ -165,11 +188,21 @@ def pyfunc_predictor(model: Any) -> Callable[[Any], Any]:
     model_id = getattr(model, "model_id", None)
     if not model_id:  # an empty prediction context changes nothing
         return fn
-    def predict(data: Any) -> Any:
+    context = getattr(mlflow.pyfunc.context, "_PREDICTION_REQUEST_CTX", None)  # what set_prediction_context sets
+    if isinstance(context, ContextVar):
+        def predict(data: Any) -> Any:  # set_prediction_context without its generator (per request)
+            token = context.set(Context(model_id=model_id))
+            try:
+                return fn(data)
+            finally:
+                context.reset(token)
+        return predict
+
+    def predict_in_context(data: Any) -> Any:  # another MLflow: its own context manager
         with set_prediction_context(Context(model_id=model_id)):
             return fn(data)
 
-    return predict
+    return predict_in_context
 
 
 def _python_model_predict(impl: Any, predict_fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
@@ -223,7 +256,7 @@ class RequestTooLarge(ValueError):
     """A request's tensors are larger than ``serving.maxRequestBytes``."""
 
 
-def check_request_bytes(inputs: Sequence[_Input], limit: int) -> None:
+def check_request_bytes(arrays: Iterable[np.ndarray], limit: int) -> None:
     """Refuse a request whose tensors add up to more than ``limit`` bytes (0: no limit), before the model sees it.
 
     Triton 2.51 has no request-size option: this is where ``serving.maxRequestBytes`` holds on gRPC
@@ -231,7 +264,7 @@ def check_request_bytes(inputs: Sequence[_Input], limit: int) -> None:
     """
     if limit <= 0:
         return
-    total = sum(i.as_numpy().nbytes for i in inputs)
+    total = sum(a.nbytes for a in arrays)
     if total > limit:
         raise RequestTooLarge(f"the request's tensors are {total} bytes, over serving.maxRequestBytes "
                               f"({limit} bytes); send fewer rows per request")
