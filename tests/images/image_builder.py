@@ -195,14 +195,23 @@ def container(tag: str) -> Iterator[str]:
 
 
 def run_argv(ctr: str, command: Sequence[str], *, env: Mapping[str, str] = {}, user: str = "1000:1000",
-             mounts: Sequence[str] = ()) -> list[str]:
-    """`buildah run` of `command` in container `ctr`, as `user`, with `env` and `mounts` (src:dst[:ro])."""
+             mounts: Sequence[str] = (), shm_size: str | None = None) -> list[str]:
+    """`buildah run` of `command` in container `ctr`, as `user`, with `env` and `mounts` (src:dst[:ro]).
+
+    ``shm_size`` (a Kubernetes quantity): the container's /dev/shm is a tmpfs of that size, as a container
+    runtime gives a pod (64Mi) or the kubelet mounts a ``medium: Memory`` emptyDir there. `buildah run
+    --isolation chroot` binds the host's /dev/shm over any volume at that path, so the run goes into a
+    mount namespace of its own whose /dev/shm is that tmpfs (needs root, as the image tests do)."""
     args = ["run", "--isolation", "chroot", "--user", user]
     for key, value in env.items():
         args += ["--env", f"{key}={value}"]
     for mount in mounts:
         args += ["-v", mount]
-    return buildah_cmd(*args, ctr, "--", *command)
+    argv = buildah_cmd(*args, ctr, "--", *command)
+    if shm_size is None:
+        return argv
+    mount = f'mount -t tmpfs -o size={quantity_bytes(shm_size)},mode=1777 tmpfs /dev/shm && exec "$@"'
+    return [_need("unshare", "util-linux"), "--mount", "--propagation", "private", "sh", "-c", mount, "sh", *argv]
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -225,6 +234,15 @@ def empty_dir(tmp_path: Path, name: str) -> Path:
     path.mkdir()
     path.chmod(0o1777)
     return path
+
+
+_QUANTITY = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes quantity (``64Mi``, ``1Gi``, ``500M``, ``1048576``) in bytes."""
+    number = quantity.rstrip("KMGikm")
+    return int(float(number) * _QUANTITY[quantity[len(number):]])
 
 
 def changed_outside_tmp(ctr: str, since: Path) -> list[str]:

@@ -197,6 +197,13 @@ class ServingImage(Values):
     resources: Obj = Field(description="Container resources (a Kubernetes ResourceRequirements).")
 
 
+class TritonServing(ServingImage):
+    shm_size: Size = Field(default="1Gi", description=(
+        "Size of the memory-backed emptyDir at /dev/shm: Triton's Python backend passes every request's and "
+        "response's tensors through shared memory there, and a pod's own /dev/shm is 64 MiB. It counts against "
+        "the container's memory limit; make it a few times `serving.maxRequestBytes` × the requests in flight."))
+
+
 class ServingServiceAccount(ServiceAccount):
     name: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$", description=(
         "Its name; empty means the release Platform's `platform.serving.serviceAccountName` (default "
@@ -210,7 +217,7 @@ class Serving(Values):
         image=images.SERVING,
         resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}),
         description="mlplane's KServe Python ModelServer (`mlplane-mlflow`).")
-    triton: ServingImage = Field(default_factory=lambda: ServingImage(
+    triton: TritonServing = Field(default_factory=lambda: TritonServing(
         image=images.TRITON,
         resources={"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}),
         description="NVIDIA Triton with mlplane's Python backend (`mlplane-triton`).")
