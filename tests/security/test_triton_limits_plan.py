@@ -20,7 +20,7 @@ from mlplane.runtime.local.plan import (
 )
 from mlplane.runtime.local.runtimes import ServingContext, UnsupportedRuntime, runtime_for
 from mlplane.runtime.local.triton_control import model_load_request
-from mlplane.serving.triton_backend import RequestTooLarge, _Input, check_request_bytes
+from mlplane.serving.triton_backend import RequestTooLarge, check_request_bytes
 from mlplane.spec.loader import load_dict
 from mlplane.spec.platform import Platform
 
@@ -83,7 +83,7 @@ def test_the_hand_encoded_load_request_is_what_tritons_protobuf_reads(name):
 
 
 def test_the_backend_refuses_tensors_over_max_request_bytes_and_names_the_limit():
-    inputs = [_Input("a", "FP64", np.ones(64)), _Input("b", "FP64", np.ones(64))]  # 1024 bytes
+    inputs = [np.ones(64), np.ones(64)]  # two FP64 tensors, 1024 bytes
     check_request_bytes(inputs, 1024)
     check_request_bytes(inputs, 0)  # no limit
     with pytest.raises(RequestTooLarge, match=r"1024 bytes, over serving.maxRequestBytes \(1023 bytes\)"):
