@@ -236,6 +236,36 @@ def empty_dir(tmp_path: Path, name: str) -> Path:
     return path
 
 
+POD_SHM = "64Mi"  # what containerd and Docker give a container as /dev/shm
+
+
+def pod_mounts(runtime_spec: dict, container: dict, root: Path, read_only: Mapping[str, Path]) -> tuple[list[str], str]:
+    """A ServingRuntime container's mounts as its pod has them (`runtime_spec`: the runtime's spec), /dev/shm's size.
+
+    ``read_only`` maps mount paths to directories bound read-only (the storage initializer's /mnt/models, as
+    KServe mounts it); each emptyDir the runtime mounts is an empty directory (made under ``root``); /tmp is
+    read-only when no volume is mounted there (readOnlyRootFilesystem: it is part of the root file system);
+    /dev/shm is the sizeLimit of the ``medium: Memory`` emptyDir mounted there, else the container runtime's
+    64Mi. A volume of another kind fails the test: it cannot provide it."""
+    volumes = {v["name"]: v for v in runtime_spec.get("volumes", [])}
+    mounts, shm = [f"{src}:{dst}:ro" for dst, src in read_only.items()], POD_SHM
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})
+        empty = volume.get("emptyDir")
+        if mount["mountPath"] == "/dev/shm" and empty is not None and empty.get("medium") == "Memory":
+            assert "sizeLimit" in empty, f"/dev/shm volume {mount['name']!r} without a sizeLimit: {volume}"
+            shm = empty["sizeLimit"]
+        elif empty is not None and not empty.get("medium"):
+            mounts.append(f"{empty_dir(root, mount['name'])}:{mount['mountPath']}")
+        else:
+            raise AssertionError(f"the test cannot provide volume {mount['name']!r} ({volume}) of {container['name']}")
+    if "/tmp" not in [m["mountPath"] for m in container.get("volumeMounts", [])]:
+        frozen = root / "read-only-tmp"
+        frozen.mkdir()
+        mounts.append(f"{frozen}:/tmp:ro")
+    return mounts, shm
+
+
 _QUANTITY = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
 
 

@@ -5,8 +5,9 @@ in for python:3.11-slim-bookworm, uv.lock installed from this machine's uv cache
 the chart's `mlplane-triton` runtime: test_triton_image.py. The chart is rendered
 with the real Helm engine, and the container of the operator Deployment and of the `mlplane-mlflow`
 ClusterServingRuntime is run inside the image as the chart runs it: its command, args and env, as
-UID 1000, with /tmp an empty directory (the chart's emptyDir) and nothing else writable — after the
-run, nothing in the image's file system outside /tmp has changed (readOnlyRootFilesystem holds).
+UID 1000, with the volumes the chart mounts (each emptyDir an empty directory; the serving runtime's
+/tmp read-only unless the chart mounts a volume there, as readOnlyRootFilesystem makes it) and nothing
+else writable — after the run, nothing in the image's file system outside /tmp has changed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import helm_python
 import httpx
 import image_builder as buildah
+import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
@@ -94,29 +96,29 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataF
     return path, rows, model.predict(rows)
 
 
-def test_the_serving_runtime_command_serves_a_model_inside_the_image(
-        tmp_path: Path, objs: list[dict], serving_image: str,
-        iris_model: tuple[Path, pd.DataFrame, np.ndarray]) -> None:
+def serve_in_image(tmp_path: Path, objs: list[dict], serving_image: str, model_dir: Path, request: dict) -> dict:
+    """Run the `mlplane-mlflow` runtime's container on `model_dir` as its pod does, send one V2 `request` once
+    it is ready, and return the answer; afterwards nothing outside /tmp may have changed."""
     runtime = find(objs, "ClusterServingRuntime", "mlplane-mlflow")
     (container,) = runtime["spec"]["containers"]
     assert container["image"].rsplit("/", 1)[1].startswith("mlplane-serving:")
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"] and security["runAsUser"] == 1000
-    name = "iris"  # KServe fills {{.Name}} with the InferenceService's name
+    name = "model"  # KServe fills {{.Name}} with the InferenceService's name
     argv = [*container["command"], *(a.replace("{{.Name}}", name) for a in container["args"])]
     assert f"--model-uri={MODEL_DIR}" in argv
     port = next(int(a.split("=", 1)[1]) for a in argv if a.startswith("--http-port="))
-    model_dir, rows, expected = iris_model
 
     with buildah.container(serving_image) as ctr:
         marker = tmp_path / "started"
         marker.touch()
         time.sleep(1.1)  # file times have a resolution: a change in this second must count as after it
         log = (tmp_path / "server.log").open("w")
+        mounts, shm_size = buildah.pod_mounts(runtime["spec"], container, tmp_path, {MODEL_DIR: model_dir})
         proc = subprocess.Popen(
             buildah.run_argv(ctr, argv, env=container_env(container, objs),
                              user=f"{security['runAsUser']}:{security['runAsGroup']}",
-                             mounts=[f"{model_dir}:{MODEL_DIR}:ro", f"{buildah.empty_dir(tmp_path, 'tmp')}:/tmp"]),
+                             mounts=mounts, shm_size=shm_size),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -132,16 +134,61 @@ def test_the_serving_runtime_command_serves_a_model_inside_the_image(
                 time.sleep(1)
             output = (tmp_path / "server.log").read_text(errors="replace")
             assert ready is not None and ready.status_code == 200, f"not ready (exit {proc.poll()}):\n{output[-4000:]}"
-            request = {"inputs": [{"name": column, "shape": [len(rows)], "datatype": "FP64",
-                                   "data": rows[column].tolist()} for column in rows.columns]}
             answer = httpx.post(f"{base}/v2/models/{name}/infer", json=request, timeout=30)
             assert answer.status_code == 200, answer.text
-            (out,) = answer.json()["outputs"]
-            assert out["data"] == expected.tolist() == [0, 1, 2]
         finally:
             buildah.stop(proc)
             log.close()
         assert buildah.changed_outside_tmp(ctr, marker) == []
+    return answer.json()
+
+
+def test_the_serving_runtime_command_serves_a_model_inside_the_image(
+        tmp_path: Path, objs: list[dict], serving_image: str,
+        iris_model: tuple[Path, pd.DataFrame, np.ndarray]) -> None:
+    model_dir, rows, expected = iris_model
+    request = {"inputs": [{"name": column, "shape": [len(rows)], "datatype": "FP64",
+                           "data": rows[column].tolist()} for column in rows.columns]}
+    (out,) = serve_in_image(tmp_path, objs, serving_image, model_dir, request)["outputs"]
+    assert out["data"] == expected.tolist() == [0, 1, 2]
+
+
+# A pyfunc that, like joblib, numba or a Hugging Face cache, writes scratch files while it loads.
+SCRATCH_MODEL = """
+import os
+import tempfile
+
+import mlflow
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        with tempfile.NamedTemporaryFile() as scratch:  # TMPDIR or /tmp
+            scratch.write(b"warm-up")
+        cache = os.path.join(os.path.expanduser("~"), ".cache", "doubler")  # HOME
+        os.makedirs(cache, exist_ok=True)
+
+    def predict(self, context, model_input):
+        return model_input * 2
+
+
+mlflow.models.set_model(Doubler())
+"""
+
+
+def test_a_model_that_writes_scratch_files_while_loading_serves_in_the_image(
+        tmp_path: Path, objs: list[dict], serving_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = tmp_path / "doubler.py"
+    code.write_text(SCRATCH_MODEL)
+    model_dir = tmp_path / "artifacts" / "model"
+    x = pd.DataFrame({"x": [1.0, 2.5]})
+    monkeypatch.chdir(tmp_path)  # MLflow copies a uv project's lock file found in the working directory
+    mlflow.pyfunc.save_model(str(model_dir), python_model=str(code), signature=infer_signature(x, x))
+    for p in [model_dir.parent, *model_dir.parent.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    request = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1.0, 2.5]}]}
+    (out,) = serve_in_image(tmp_path, objs, serving_image, model_dir, request)["outputs"]
+    assert out["data"] == [2.0, 5.0]
 
 
 # --------------------------------------------------------------------------- the operator

@@ -69,7 +69,6 @@ pytestmark = pytest.mark.timeout(3600)
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer leaves the storageUri's files
 # Large enough that a request at the limit and its reply (80 MiB) do not fit in a pod's own /dev/shm.
 MAX_REQUEST_BYTES = 64 << 20
-POD_SHM = "64Mi"  # what containerd and Docker give a container as /dev/shm
 SITE_PACKAGES = "/prod_venv/lib/python3.11/site-packages"
 
 
@@ -107,30 +106,6 @@ def _env(container: dict) -> dict[str, str]:
     return env
 
 
-def _pod_mounts(runtime: dict, container: dict, root: Path, repository: Path) -> tuple[list[str], str]:
-    """The container's mounts as the pod has them, and the size of its /dev/shm: the storage initializer's
-    /mnt/models (read-only, as KServe mounts it), an empty directory for each emptyDir the runtime mounts, /tmp
-    read-only when no volume is mounted there (it is part of the read-only root file system then), and
-    /dev/shm the sizeLimit of the ``medium: Memory`` emptyDir mounted there, else the container runtime's 64Mi."""
-    volumes = {v["name"]: v for v in runtime.get("volumes", [])}
-    mounts, shm = [f"{repository}:{MODEL_DIR}:ro"], POD_SHM
-    for mount in container.get("volumeMounts", []):
-        volume = volumes.get(mount["name"], {})
-        empty = volume.get("emptyDir")
-        if mount["mountPath"] == "/dev/shm" and empty is not None and empty.get("medium") == "Memory":
-            assert "sizeLimit" in empty, f"/dev/shm volume {mount['name']!r} without a sizeLimit: {volume}"
-            shm = empty["sizeLimit"]
-        elif empty is not None and not empty.get("medium"):
-            mounts.append(f"{buildah.empty_dir(root, mount['name'])}:{mount['mountPath']}")
-        else:
-            raise AssertionError(f"the test cannot provide volume {mount['name']!r} ({volume}) of {container['name']}")
-    if "/tmp" not in [m["mountPath"] for m in container.get("volumeMounts", [])]:
-        read_only = root / "read-only-tmp"
-        read_only.mkdir()
-        mounts.append(f"{read_only}:/tmp:ro")
-    return mounts, shm
-
-
 def _iris_rows() -> tuple[dict[str, np.ndarray], list[int]]:
     """Three iris rows, one of each class, as FP64 columns; and the classes."""
     iris = load_iris()
@@ -155,7 +130,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, triton_image: str, runtime:
     env = _env(container)
     assert env["MLPLANE_MAX_REQUEST_BYTES"] == str(MAX_REQUEST_BYTES)
 
-    mounts, shm_size = _pod_mounts(runtime, container, root, repository)
+    mounts, shm_size = buildah.pod_mounts(runtime, container, root, {MODEL_DIR: repository})
     with buildah.container(triton_image) as ctr:
         marker = root / "started"
         marker.touch()
