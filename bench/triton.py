@@ -21,8 +21,8 @@ Next to the platforms it starts the baseline: a bare ``tritonserver`` (the same 
 backend, the same serving flags) per model, serving a hand-written Python-backend model that does the same
 numpy work (``OUTPUT0 = INPUT0 + 1``), without and with the same dynamic batching (``bare`` /
 ``bare-b``). Trivial model, in rounds that alternate mlplane and bare: p50 at 1 connection and
-throughput at 8 connections over HTTP and gRPC, and throughput at 16 gRPC clients with vs without
-dynamic batching. These rows are measured by Triton's ``perf_analyzer`` (C++, one thread per client;
+throughput at 8 connections over HTTP and gRPC, and throughput at 16 and 32 gRPC clients with vs
+without dynamic batching. These rows are measured by Triton's ``perf_analyzer`` (C++, one thread per client;
 bench/perf_analyzer.py finds or installs it) when it is there (``--load-generator auto``, the default)
 or asked for (``perf_analyzer``, which installs it into ~/.cache/mlplane-bench when missing), else by
 tritonclient (``python``: one client per thread, which saturates a 2-core machine before bare Triton does).
@@ -381,10 +381,14 @@ def p50_ms(samples: list[float]) -> float:
 
 
 # -- trivial model: mlplane vs bare Triton ----------------------------------------------------------
+BATCHING_CLIENTS = (16, 32)  # gRPC clients of the dynamic batching rows
+
+
 def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, requests: int, seconds: float,
                    pa: PerfAnalyzer | None, work: Path) -> dict:
     """p50 at 1 connection and throughput at 8 connections of mlplane (``add-t`` over HTTP and gRPC) vs
-    ``bare``, and throughput at 16 gRPC clients with vs without batching, in rounds that alternate the order.
+    ``bare``, and throughput at 16 and 32 gRPC clients with vs without batching, in rounds that alternate the
+    order.
 
     With ``pa`` perf_analyzer measures every row (p50: median of the rounds' p50 at concurrency 1), else
     tritonclient does (p50: ``requests`` sequential requests per round, pooled). tritonclient always warms
@@ -427,14 +431,16 @@ def trivial_rounds(deps: dict, bare: dict[str, BareTriton], rounds: int, request
         for proto, pair in pairs.items():
             for t in pair if r % 2 == 0 else pair[::-1]:
                 tput.setdefault((t.role, proto, 8), []).append(rate(t, 8))
-        for t in batching if r % 2 == 0 else batching[::-1]:
-            tput.setdefault((t.label, "grpc", 16), []).append(rate(t, 16))
+        for clients in BATCHING_CLIENTS:
+            for t in batching if r % 2 == 0 else batching[::-1]:
+                tput.setdefault((t.label, "grpc", clients), []).append(rate(t, clients))
         print(f"trivial model round {r + 1}/{rounds} done", flush=True)
     after = batch_counts({"url": deps["add-tb"]["url"]}, "add-tb")
     batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
     p50 = {k: statistics.median(v) if pa is not None else float(np.percentile(v, 50)) for k, v in lat.items()}
     return {"p50": p50, "tput": {k: statistics.median(v) for k, v in tput.items()},
-            "rounds": dict(tput), "batches": {s: n for s, n in sorted(batches.items()) if n},
+            "rounds": dict(tput), "p50_rounds": dict(lat) if pa is not None else {},
+            "batches": {s: n for s, n in sorted(batches.items()) if n},
             "compute": {k: statistics.median(v) for k, v in compute.items() if all(v)}}
 
 
@@ -454,19 +460,27 @@ def trivial_report(m: dict) -> Report:
         if a and b:
             report.add(f"{label} server compute per request (input + infer + output), 8 connections: mlplane (A) "
                        "vs bare (B)", f"{a:.0f} µs", f"{b:.0f} µs", ratio=a / b, goal="report", ok=None)
-    for batched, plain, who, goal in (("add-tb", "add-t", "mlplane", 2.0), ("bare-b", "bare", "bare", None)):
-        a, b = tput[(batched, "grpc", 16)], tput[(plain, "grpc", 16)]
-        report.add(f"{who} dynamic batching gain, 16 gRPC clients: batching (A) vs none (B)", f"{a:.0f} req/s",
-                   f"{b:.0f} req/s", ratio=a / b, goal=f"≥ {goal:.2f}" if goal else "report",
-                   ok=a / b >= goal if goal else None)
+    for clients in BATCHING_CLIENTS:  # the goal is at 16; 32 shows how the gain grows with the queue
+        for batched, plain, who, goal in (("add-tb", "add-t", "mlplane", 2.0 if clients == 16 else None),
+                                          ("bare-b", "bare", "bare", None)):
+            a, b = tput[(batched, "grpc", clients)], tput[(plain, "grpc", clients)]
+            report.add(f"{who} dynamic batching gain, {clients} gRPC clients: batching (A) vs none (B)",
+                       f"{a:.0f} req/s", f"{b:.0f} req/s", ratio=a / b, goal=f"≥ {goal:.2f}" if goal else "report",
+                       ok=a / b >= goal if goal else None)
     a, b = tput[("add-tb", "grpc", 16)], tput[("bare-b", "grpc", 16)]
     report.add("dynamic batching, 16 gRPC clients: mlplane (A) vs bare (B)", f"{a:.0f} req/s", f"{b:.0f} req/s",
                ratio=a / b, goal="report", ok=None)
     return report
 
 
-def spread(rounds: dict) -> str:
-    """Per-round throughput of mlplane / bare (the noise between rounds of the same run)."""
+def spread(rounds: dict, p50_rounds: dict) -> str:
+    """Per-round p50 (perf_analyzer: one p50 per round) and throughput of mlplane / bare, and per-round batching
+    gains (the noise between rounds of the same run)."""
+    latencies = []
+    for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
+        if p50_rounds:
+            ratios = [a / b for a, b in zip(p50_rounds[("add-t", proto)], p50_rounds[("bare", proto)], strict=True)]
+            latencies.append(f"{label} {min(ratios):.2f}–{max(ratios):.2f}")
     parts = []
     for proto, label in (("http", "HTTP"), ("grpc", "gRPC")):
         ratios = [a / b for a, b in zip(rounds[("add-t", proto, 8)], rounds[("bare", proto, 8)], strict=True)]
@@ -475,7 +489,8 @@ def spread(rounds: dict) -> str:
     for batched, plain in (("add-tb", "add-t"), ("bare-b", "bare")):
         ratios = [a / b for a, b in zip(rounds[(batched, "grpc", 16)], rounds[(plain, "grpc", 16)], strict=True)]
         gains.append(f"{min(ratios):.2f}–{max(ratios):.2f}")
-    return (f"throughput mlplane / bare per round: {', '.join(parts)}; batching gain per round: mlplane "
+    p50 = f"p50 mlplane / bare per round: {', '.join(latencies)}; " if latencies else ""
+    return (f"{p50}throughput mlplane / bare per round: {', '.join(parts)}; batching gain per round: mlplane "
             f"{gains[0]}, bare {gains[1]}")
 
 
@@ -552,7 +567,8 @@ def main() -> None:
             if args.trivial_only:
                 bare_report = trivial_report(trivial)
                 print(bare_report.markdown())
-                print(f"Noise: {spread(trivial['rounds'])}. Load average {os.getloadavg()[0]:.1f} (1 min). "
+                noise = spread(trivial["rounds"], trivial["p50_rounds"])
+                print(f"Noise: {noise}. Load average {os.getloadavg()[0]:.1f} (1 min). "
                       "bench/RESULTS.md not written (--trivial-only).")
                 return
 
@@ -639,13 +655,13 @@ def main() -> None:
             "`bench/perf_analyzer.py`); tritonclient (Python) only warms up and checks each server's reply. "
             f"After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare, each measurement "
             f"{args.seconds:g} s (three merged `time_windows` of {args.seconds / 3:.2f} s): p50 at concurrency 1 "
-            "(median of rounds) and throughput at 8 connections and at 16 gRPC clients (median of rounds).")
+            "(median of rounds) and throughput at 8 connections and at 16 and 32 gRPC clients (median of rounds).")
     else:
         trivial_method = (
             "Load generator for every row of this table: tritonclient (Python; HTTP and gRPC), one client per "
             f"thread. After warm-ups, {args.trivial_rounds} rounds alternating mlplane and bare: {args.requests} "
             f"sequential requests each (p50, pooled) and {args.seconds:g} s windows at 8 connections and at 16 "
-            "gRPC clients (throughput, median of rounds).")
+            "and 32 gRPC clients (throughput, median of rounds).")
     load = os.getloadavg()
     body = "\n".join([
         f"{run_context()} The platform (tritonserver, kserve servers, MLflow), the bare tritonservers and the "
@@ -664,8 +680,8 @@ def main() -> None:
         "",
         bare_report.markdown(),
         "",
-        f"Noise: {spread(trivial['rounds'])}. Batches `add-tb` executed (`/v2/models/add-tb/stats`, batch size: "
-        f"count): {evidence(trivial['batches'])}.",
+        f"Noise: {spread(trivial['rounds'], trivial['p50_rounds'])}. Batches `add-tb` executed "
+        f"(`/v2/models/add-tb/stats`, batch size: count): {evidence(trivial['batches'])}.",
         "",
         "**iris, the identity model, Triton vs kserve** (Triton's HTTP requests with the same header; load "
         "generator: tritonclient for every row): "
