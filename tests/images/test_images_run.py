@@ -16,6 +16,7 @@ import copy
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,11 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlplane._generated import REPO_ROOT
+
+_SECURITY = Path(__file__).resolve().parents[1] / "security"
+if str(_SECURITY) not in sys.path:
+    sys.path.insert(0, str(_SECURITY))
+from triton_attacks import wait_until_ready  # noqa: E402  (polls any V2 server's readiness, not only Triton's)
 
 CHART = REPO_ROOT / "charts" / "mlplane"
 NAMESPACE = "mlplane"
@@ -122,18 +128,7 @@ def serve_in_image(tmp_path: Path, objs: list[dict], serving_image: str, model_d
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 300
-            ready = None
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    ready = httpx.get(f"{base}/v2/health/ready", timeout=5)
-                    if ready.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(1)
-            output = (tmp_path / "server.log").read_text(errors="replace")
-            assert ready is not None and ready.status_code == 200, f"not ready (exit {proc.poll()}):\n{output[-4000:]}"
+            wait_until_ready(proc, f"{base}/v2/health/ready", tmp_path / "server.log", what="the image's model server")
             answer = httpx.post(f"{base}/v2/models/{name}/infer", json=request, timeout=30)
             assert answer.status_code == 200, answer.text
         finally:
